@@ -1,0 +1,54 @@
+# isoguard — the two commands of the README, and a few helpers.
+#   make demo   install dependencies, build, and show the engine on the shipped examples
+#   make test   install dependencies, build (release and ASan+UBSan), run every test
+JOBS ?= $(shell nproc)
+BUILD := build/release
+BUILD_SAN := build/sanitize
+ISOGUARD := $(BUILD)/isoguard
+
+.PHONY: all bootstrap build build-san demo test test-san bench format clean
+
+all: build
+
+bootstrap:
+	@scripts/bootstrap
+
+build: bootstrap
+	@cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+# The sanitizer build compiles the test targets only (and the libraries they need).
+build-san: bootstrap
+	@cmake -S . -B $(BUILD_SAN) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DISOGUARD_SANITIZE=ON \
+	  -DISOGUARD_BENCH=OFF >/dev/null
+	@cmake --build $(BUILD_SAN) -j $(JOBS) --target isoguard_tests
+
+demo: build
+	@echo "== isoguard programs"
+	@$(ISOGUARD) programs
+	@echo
+	@echo "== isoguard evaluate --at 2026-09-14T10:00:00-04:00 examples/us-2026-first-prescription.json"
+	@$(ISOGUARD) evaluate --at 2026-09-14T10:00:00-04:00 examples/us-2026-first-prescription.json
+	@echo
+	@echo "== the same record three days later: the test window has closed"
+	@$(ISOGUARD) evaluate --at 2026-09-17T10:00:00-04:00 examples/us-2026-first-prescription.json
+	@echo
+	@echo "== isoguard dose --weight-kg 58.5 --mg-per-kg 0.5"
+	@$(ISOGUARD) dose --weight-kg 58.5 --mg-per-kg 0.5
+
+test-san: build-san
+	@cd $(BUILD_SAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure -j $(JOBS)
+
+# Sanitizer suite first, release suite last, so the run ends with ctest's summary line.
+test: build test-san
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+bench: build
+	@$(BUILD)/isoguard_bench
+
+format:
+	@clang-format -i $$(git ls-files '*.cpp' '*.h')
+
+clean:
+	rm -rf build

@@ -1,0 +1,96 @@
+// Result<T>: a value or an Error, the one error type that crosses module boundaries.
+//
+// Expected failures (bad input, unknown ids, conflicts) are values of this type; exceptions
+// from third-party libraries are caught at the adapter that calls them and turned into an
+// Error. Not std::expected: libstdc++ 12 offers it only in C++23 mode, and clang-16 (used
+// for libFuzzer) cannot use it with that library.
+#pragma once
+
+#include <cassert>
+#include <optional>
+#include <string>
+#include <utility>
+#include <variant>
+
+namespace isoguard {
+
+enum class ErrorKind {
+  kBadInput,  // the caller's input is malformed or out of range (CLI exit 2)
+  kNotFound,  // something named by the caller does not exist (CLI exit 2)
+  kInternal,  // a bug or an environment failure (CLI exit 1)
+};
+
+struct Error {
+  ErrorKind kind = ErrorKind::kInternal;
+  std::string message;  // a sentence a person can act on
+  std::string field;    // where: "events[3].kg", "programs/us-ipledge-2026.toml: window_days"
+
+  static Error BadInput(std::string message, std::string field = {}) {
+    return Error{ErrorKind::kBadInput, std::move(message), std::move(field)};
+  }
+  static Error NotFound(std::string message, std::string field = {}) {
+    return Error{ErrorKind::kNotFound, std::move(message), std::move(field)};
+  }
+  static Error Internal(std::string message, std::string field = {}) {
+    return Error{ErrorKind::kInternal, std::move(message), std::move(field)};
+  }
+
+  // "events[3].kg: must be in (0, 500]" — the field first when there is one.
+  std::string ToString() const { return field.empty() ? message : field + ": " + message; }
+};
+
+template <typename T>
+class [[nodiscard]] Result {
+ public:
+  Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit by design
+  Result(Error error) : v_(std::in_place_index<1>, std::move(error)) {}  // NOLINT
+
+  bool ok() const { return v_.index() == 0; }
+  explicit operator bool() const { return ok(); }
+
+  T& value() & {
+    assert(ok());
+    return std::get<0>(v_);
+  }
+  const T& value() const& {
+    assert(ok());
+    return std::get<0>(v_);
+  }
+  T&& value() && {
+    assert(ok());
+    return std::get<0>(std::move(v_));
+  }
+  const Error& error() const {
+    assert(!ok());
+    return std::get<1>(v_);
+  }
+  T* operator->() { return &value(); }
+  const T* operator->() const { return &value(); }
+  T& operator*() & { return value(); }
+  const T& operator*() const& { return value(); }
+
+ private:
+  std::variant<T, Error> v_;
+};
+
+// Result<void>: success or an Error.
+template <>
+class [[nodiscard]] Result<void> {
+ public:
+  Result() = default;
+  Result(Error error) : error_(std::move(error)) {}  // NOLINT: implicit by design
+
+  bool ok() const { return !error_.has_value(); }
+  explicit operator bool() const { return ok(); }
+  const Error& error() const {
+    assert(!ok());
+    return *error_;
+  }
+
+ private:
+  std::optional<Error> error_;
+};
+
+using Status = Result<void>;
+
+}  // namespace isoguard
