@@ -1,0 +1,300 @@
+// The isoguard command: a thin shell over the rules engine. Parses arguments, loads the
+// rulebook and the record, calls the engine, prints JSON. Exit codes: 0 ok, 2 bad input,
+// 1 internal error.
+#include "cli/cli.h"
+
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <sstream>
+
+#include "cli/batch.h"
+#include "cli/synth.h"
+#include "core/json_writer.h"
+#include "core/text.h"
+#include "domain/record_parser.h"
+#include "rules/dose_planner.h"
+#include "rules/evaluate.h"
+#include "rules/interactions.h"
+#include "rules/rulebook_loader.h"
+
+#ifndef ISOGUARD_DEFAULT_DATA_DIR
+#define ISOGUARD_DEFAULT_DATA_DIR "."
+#endif
+
+namespace isoguard {
+namespace {
+
+// The data directory: --data-dir, else $ISOGUARD_DATA_DIR, else the build's default.
+std::string DataDir(const std::string& option) {
+  if (!option.empty()) return option;
+  if (const char* env = std::getenv("ISOGUARD_DATA_DIR"); env != nullptr && *env != '\0') {
+    return env;
+  }
+  return ISOGUARD_DEFAULT_DATA_DIR;
+}
+
+// The rulebook is loaded once per data directory and process (it is immutable).
+Result<std::shared_ptr<const Rulebook>> CachedRulebook(const std::string& dir) {
+  static std::mutex mu;
+  static std::map<std::string, std::shared_ptr<const Rulebook>> cache;
+  std::lock_guard lock(mu);
+  if (auto it = cache.find(dir); it != cache.end()) return it->second;
+  auto loaded = LoadRulebook(dir);
+  if (!loaded.ok()) return loaded.error();
+  auto shared = std::make_shared<const Rulebook>(std::move(loaded).value());
+  cache.emplace(dir, shared);
+  return shared;
+}
+
+int Fail(std::ostream& err, const Error& error) {
+  err << "isoguard: " << error.ToString() << "\n";
+  return error.kind == ErrorKind::kInternal ? kExitInternal : kExitBadInput;
+}
+
+Result<std::string> ReadRecordFile(const std::string& path, size_t max_bytes) {
+  std::error_code ec;
+  if (path != "-") {
+    auto size = std::filesystem::file_size(path, ec);
+    if (ec) return Error::BadInput("cannot read the record: " + ec.message(), path);
+    if (size > max_bytes) {
+      return Error::BadInput("the record is " + std::to_string(size) + " bytes; at most " +
+                                 std::to_string(max_bytes) + " are allowed",
+                             path);
+    }
+  }
+  std::ifstream file;
+  std::istream* in = &std::cin;
+  if (path != "-") {
+    file.open(path, std::ios::binary);
+    if (!file) return Error::BadInput("cannot open the record", path);
+    in = &file;
+  }
+  std::string text;
+  char buf[65536];
+  while (in->read(buf, sizeof buf) || in->gcount() > 0) {
+    text.append(buf, static_cast<size_t>(in->gcount()));
+    if (text.size() > max_bytes) {
+      return Error::BadInput("the record is larger than " + std::to_string(max_bytes) + " bytes",
+                             path);
+    }
+  }
+  return text;
+}
+
+Result<Instant> ParseAt(const std::string& at) {
+  if (at.empty()) {
+    return std::chrono::time_point_cast<std::chrono::milliseconds>(
+        std::chrono::system_clock::now());
+  }
+  auto t = ParseOffsetTime(at);
+  if (!t.ok()) return Error::BadInput(t.error().message, "--at");
+  return t->instant;
+}
+
+ParseOptions MakeParseOptions(const Rulebook& rulebook) {
+  ParseOptions options;
+  options.is_known_program = [&rulebook](std::string_view id) {
+    return rulebook.FindProgram(id) != nullptr;
+  };
+  return options;
+}
+
+struct EvaluateArgs {
+  std::string at, program, prescription, batch, record;
+};
+
+int RunEvaluate(const Rulebook& rulebook, const EvaluateArgs& args, std::ostream& out,
+                std::ostream& err) {
+  auto at = ParseAt(args.at);
+  if (!at.ok()) return Fail(err, at.error());
+  EvaluateOptions options;
+  options.at = *at;
+  if (!args.program.empty()) {
+    if (rulebook.FindProgram(args.program) == nullptr) {
+      return Fail(err, Error::NotFound("unknown program '" + args.program + "'", "--program"));
+    }
+    options.program_id = args.program;
+  }
+  if (!args.prescription.empty()) options.prescription = args.prescription;
+
+  if (!args.batch.empty()) {
+    BatchOptions batch;
+    batch.path = args.batch;
+    batch.evaluate = options;
+    batch.parse = MakeParseOptions(rulebook);
+    batch.progress = &err == &std::cerr && isatty(STDERR_FILENO) == 1;
+    return RunBatch(rulebook, batch, out, err);
+  }
+  if (args.record.empty()) {
+    return Fail(err, Error::BadInput("a record file is required (or --batch FILE)", "RECORD"));
+  }
+  ParseOptions parse = MakeParseOptions(rulebook);
+  auto text = ReadRecordFile(args.record, parse.limits.max_bytes);
+  if (!text.ok()) return Fail(err, text.error());
+  auto record = ParseRecord(*text, parse);
+  if (!record.ok()) return Fail(err, record.error());
+  auto evaluation = Evaluate(rulebook, *record, options);
+  if (!evaluation.ok()) return Fail(err, evaluation.error());
+  out << EvaluationToJson(*evaluation, *record, false) << "\n";
+  return kExitOk;
+}
+
+int RunDose(const Rulebook& rulebook, double weight_kg, double mg_per_kg,
+            const std::string& product_name, std::optional<double> target, std::ostream& out,
+            std::ostream& err) {
+  auto product = ParseProduct(product_name);
+  if (!product) {
+    return Fail(err, Error::BadInput("unknown product '" + product_name +
+                                         "' (generic, absorica or absorica_ld)",
+                                     "--product"));
+  }
+  DosePlanRequest request{weight_kg, mg_per_kg, *product, target};
+  auto plan = PlanDose(rulebook.knowledge, request);
+  if (!plan.ok()) return Fail(err, plan.error());
+  out << DosePlanToJson(*plan, *product) << "\n";
+  return kExitOk;
+}
+
+int RunPrograms(const Rulebook& rulebook, std::ostream& out) {
+  std::string text;
+  JsonWriter w(text);
+  w.BeginArray();
+  for (const Program& p : rulebook.programs) {
+    w.BeginObject();
+    w.Key("id").String(p.id);
+    w.Key("title").String(p.title);
+    w.Key("jurisdiction").String(ToString(p.jurisdiction));
+    w.Key("in_force_from").String(p.in_force_from.ToString());
+    w.Key("in_force_until");
+    p.in_force_until ? w.String(p.in_force_until->ToString()) : w.Null();
+    w.Key("time_zone").String(p.time_zone);
+    w.EndObject();
+  }
+  w.EndArray();
+  out << text << "\n";
+  return kExitOk;
+}
+
+int RunInteractions(const Rulebook& rulebook, const std::vector<std::string>& names,
+                    const std::string& atc, std::ostream& out) {
+  std::string text;
+  JsonWriter w(text);
+  w.BeginArray();
+  for (const std::string& name : names) {
+    w.BeginObject();
+    w.Key("name").String(name);
+    w.Key("interactions").BeginArray();
+    for (const InteractionClass* c : ClassifyMedication(rulebook.knowledge, name, atc)) {
+      w.BeginObject();
+      w.Key("class").String(c->code);
+      w.Key("title").String(c->title);
+      w.Key("severity").String(ToString(c->severity));
+      w.Key("why").String(c->why);
+      w.EndObject();
+    }
+    w.EndArray();
+    w.EndObject();
+  }
+  w.EndArray();
+  out << text << "\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+int RunCli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  CLI::App app{"isoguard: isotretinoin safety-program rules engine"};
+  app.require_subcommand(1);
+  std::string data_dir;
+  app.add_option("--data-dir", data_dir, "Directory holding programs/ and knowledge/");
+
+  EvaluateArgs eval;
+  auto* evaluate = app.add_subcommand("evaluate", "May the prescription be dispensed now?");
+  evaluate->add_option("--at", eval.at, "Evaluation time, ISO 8601 with offset (default: now)");
+  evaluate->add_option("--program", eval.program, "Program id (what-if evaluation)");
+  evaluate->add_option("--prescription", eval.prescription, "Prescription id to consider");
+  evaluate->add_option("--batch", eval.batch, "NDJSON file: one record per line");
+  evaluate->add_option("record", eval.record, "Record file (JSON; - for stdin)");
+
+  double weight_kg = 0, mg_per_kg = 0;
+  std::string product = "generic";
+  std::optional<double> target;
+  auto* dose = app.add_subcommand("dose", "Plan capsules per dose for a weight and mg/kg/day");
+  dose->add_option("--weight-kg", weight_kg, "Body weight in kg")->required();
+  dose->add_option("--mg-per-kg", mg_per_kg, "Target mg/kg/day")->required();
+  dose->add_option("--product", product, "generic, absorica or absorica_ld");
+  dose->add_option("--target-mg-per-kg", target, "Cumulative target (low end) in mg/kg");
+
+  auto* programs = app.add_subcommand("programs", "List programs with their in-force dates");
+
+  std::vector<std::string> names;
+  std::string atc;
+  auto* interactions =
+      app.add_subcommand("interactions", "Interaction classes of medications by name");
+  interactions->add_option("names", names, "Medication names")->required();
+  interactions->add_option("--atc", atc, "An ATC code to match as well");
+
+  SynthOptions synth;
+  std::string as_of;
+  auto* synth_cmd = app.add_subcommand("synth", "Write a synthetic cohort as NDJSON");
+  synth_cmd->add_option("--patients", synth.patients, "Number of patients")->required();
+  synth_cmd->add_option("--seed", synth.seed, "Seed (same seed, same cohort)");
+  synth_cmd->add_option("--as-of", as_of, "The cohort's 'today' (YYYY-MM-DD)");
+
+  std::vector<std::string> reversed(args.rbegin(), args.rend());
+  try {
+    app.parse(reversed);
+  } catch (const CLI::CallForHelp& e) {
+    app.exit(e, out, err);
+    return kExitOk;
+  } catch (const CLI::CallForAllHelp& e) {
+    app.exit(e, out, err);
+    return kExitOk;
+  } catch (const CLI::ParseError& e) {
+    err << "isoguard: " << e.what() << "\n";
+    return kExitBadInput;
+  }
+
+  try {
+    if (synth_cmd->parsed()) {
+      if (!as_of.empty()) {
+        auto d = ParseDate(as_of);
+        if (!d.ok()) return Fail(err, Error::BadInput(d.error().message, "--as-of"));
+        synth.as_of = *d;
+      }
+      if (synth.patients > 100'000'000) {
+        return Fail(err, Error::BadInput("at most 100000000 patients", "--patients"));
+      }
+      auto status = WriteSynthCohort(synth, out);
+      if (!status.ok()) return Fail(err, status.error());
+      out.flush();
+      return kExitOk;
+    }
+    auto rulebook = CachedRulebook(DataDir(data_dir));
+    if (!rulebook.ok()) {
+      Error e = rulebook.error();
+      e.kind = ErrorKind::kInternal;  // the installation's data is broken, not the input
+      return Fail(err, e);
+    }
+    if (evaluate->parsed()) return RunEvaluate(**rulebook, eval, out, err);
+    if (dose->parsed()) return RunDose(**rulebook, weight_kg, mg_per_kg, product, target, out, err);
+    if (programs->parsed()) return RunPrograms(**rulebook, out);
+    if (interactions->parsed()) return RunInteractions(**rulebook, names, atc, out);
+  } catch (const std::exception& e) {
+    err << "isoguard: internal error: " << e.what() << "\n";
+    return kExitInternal;
+  }
+  return kExitInternal;
+}
+
+}  // namespace isoguard
