@@ -79,12 +79,26 @@ int LocalDate::YearsUntil(LocalDate on) const {
   return years;
 }
 
+namespace {
+// Writes n as `width` zero-padded digits (hot in every JSON output; no printf).
+char* PutDigits(char* p, int n, int width) {
+  for (int i = width - 1; i >= 0; --i) {
+    p[i] = static_cast<char>('0' + n % 10);
+    n /= 10;
+  }
+  return p + width;
+}
+}  // namespace
+
 std::string LocalDate::ToString() const {
   auto ymd = Ymd(*this);
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "%04d-%02u-%02u", static_cast<int>(ymd.year()),
-                static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()));
-  return buf;
+  char buf[10];
+  char* p = PutDigits(buf, static_cast<int>(ymd.year()), 4);
+  *p++ = '-';
+  p = PutDigits(p, static_cast<int>(static_cast<unsigned>(ymd.month())), 2);
+  *p++ = '-';
+  PutDigits(p, static_cast<int>(static_cast<unsigned>(ymd.day())), 2);
+  return std::string(buf, sizeof buf);
 }
 
 Result<LocalDate> ParseDate(std::string_view text) {
@@ -193,7 +207,8 @@ Instant ZoneCursor::EndOfDay(LocalDate d) {
 
 std::string ZoneCursor::FormatInstant(Instant t) {
   if (t < period_begin_ || t >= period_end_) Refresh(t);
-  int64_t local_s = (t.time_since_epoch().count() + offset_ms_) / 1000;
+  int64_t local_ms = t.time_since_epoch().count() + offset_ms_;
+  int64_t local_s = local_ms >= 0 ? local_ms / 1000 : -((-local_ms + 999) / 1000);
   int64_t days = local_s >= 0 ? local_s / 86400 : -((-local_s + 86399) / 86400);
   int64_t secs = local_s - days * 86400;
   std::string out = LocalDate(static_cast<int32_t>(days)).ToString();
@@ -211,7 +226,8 @@ std::string ZoneCursor::Abbreviation(Instant t) {
 }
 
 std::string FormatUtc(Instant t) {
-  int64_t s = t.time_since_epoch().count() / 1000;
+  int64_t ms = t.time_since_epoch().count();
+  int64_t s = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
   int64_t days = s >= 0 ? s / 86400 : -((-s + 86399) / 86400);
   int64_t secs = s - days * 86400;
   char buf[32];

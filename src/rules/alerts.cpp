@@ -47,8 +47,9 @@ class AlertRaiser {
   }
 
  private:
-  void Raise(std::string code, Severity severity, std::string message, std::string cls = {}) {
-    out_.push_back(Alert{std::move(code), severity, std::move(message), std::move(cls)});
+  void Raise(std::string_view code, Severity severity, std::string message,
+             std::string_view cls = {}) {
+    out_.push_back(Alert{code, severity, std::move(message), cls});
   }
 
   void Labs() {

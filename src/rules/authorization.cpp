@@ -75,8 +75,8 @@ class Authorizer {
   }
 
  private:
-  void Deny(std::string code, std::string message) {
-    out_.reasons.push_back(Reason{std::move(code), std::move(message)});
+  void Deny(std::string_view code, std::string message) {
+    out_.reasons.push_back(Reason{code, std::move(message)});
   }
 
   // Keeps the earliest end among the windows that apply.

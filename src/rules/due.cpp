@@ -47,8 +47,8 @@ class DueLister {
   }
 
  private:
-  void Add(std::string code, LocalDate due_by, std::optional<LocalDate> not_before = {}) {
-    out_.push_back(DueItem{std::move(code), due_by, not_before});
+  void Add(std::string_view code, LocalDate due_by, std::optional<LocalDate> not_before = {}) {
+    out_.push_back(DueItem{code, due_by, not_before});
   }
 
   bool IsNegativeTest(int pos, SettingSet settings) const {

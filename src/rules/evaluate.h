@@ -8,6 +8,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/result.h"
@@ -22,20 +23,21 @@ struct EvaluateOptions {
   std::optional<std::string> prescription;  // --prescription
 };
 
+// Codes are views of static strings or of the rulebook, which outlives every evaluation.
 struct Reason {
-  std::string code;  // "PREGNANCY_TEST_WINDOW_EXPIRED"
+  std::string_view code;  // "PREGNANCY_TEST_WINDOW_EXPIRED"
   std::string message;
 };
 
 struct Alert {
-  std::string code;
+  std::string_view code;
   Severity severity = Severity::kInfo;
   std::string message;
-  std::string interaction_class;  // INTERACTION only
+  std::string_view interaction_class;  // INTERACTION only
 };
 
 struct DueItem {
-  std::string code;
+  std::string_view code;
   LocalDate due_by;
   std::optional<LocalDate> not_before;
 };
