@@ -2,25 +2,59 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstdint>
 
 namespace isoguard {
+
+namespace {
+
+// Decodes one UTF-8 sequence at s[i]; returns the code point and advances i past it. A
+// malformed byte is returned as itself.
+uint32_t NextCodePoint(std::string_view s, size_t& i) {
+  auto b = static_cast<unsigned char>(s[i]);
+  int extra = b >= 0xF0 ? 3 : b >= 0xE0 ? 2 : b >= 0xC0 ? 1 : 0;
+  if (extra == 0 || i + static_cast<size_t>(extra) >= s.size()) {
+    ++i;
+    return b;
+  }
+  uint32_t cp = b & (0x3Fu >> extra);
+  for (int k = 1; k <= extra; ++k) {
+    auto c = static_cast<unsigned char>(s[i + static_cast<size_t>(k)]);
+    if ((c & 0xC0) != 0x80) {
+      ++i;
+      return b;
+    }
+    cp = (cp << 6) | (c & 0x3Fu);
+  }
+  i += static_cast<size_t>(extra) + 1;
+  return cp;
+}
+
+bool IsApostrophe(uint32_t cp) { return cp == '\'' || cp == 0x2018 || cp == 0x2019 || cp == 0x02BC; }
+
+// Non-ASCII code points that separate words: no-break space, Latin-1 punctuation and symbols,
+// the General Punctuation block (dashes, spaces, quotes), ideographic space.
+bool IsSeparator(uint32_t cp) {
+  if (cp < 0x80) {
+    bool alnum = (cp >= '0' && cp <= '9') || (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z');
+    return !alnum;
+  }
+  return (cp >= 0xA0 && cp <= 0xBF && cp != 0xAA && cp != 0xB5 && cp != 0xBA) || cp == 0xD7 ||
+         cp == 0xF7 || (cp >= 0x2000 && cp <= 0x206F) || cp == 0x3000;
+}
+
+}  // namespace
 
 std::string NormalizeMedicationName(std::string_view name) {
   std::string out;
   out.reserve(name.size());
   bool pending_space = false;
-  for (size_t i = 0; i < name.size(); ++i) {
-    auto c = static_cast<unsigned char>(name[i]);
-    if (c == '\'') continue;
-    // U+2019 (right single quotation mark) is an apostrophe too: E2 80 99.
-    if (c == 0xE2 && i + 2 < name.size() && static_cast<unsigned char>(name[i + 1]) == 0x80 &&
-        static_cast<unsigned char>(name[i + 2]) == 0x99) {
-      i += 2;
-      continue;
-    }
-    bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                 c >= 0x80;  // other UTF-8 bytes are kept as letters
-    if (!alnum) {
+  size_t i = 0;
+  while (i < name.size()) {
+    size_t start = i;
+    uint32_t cp = NextCodePoint(name, i);
+    if (IsApostrophe(cp)) continue;
+    if (IsSeparator(cp)) {
       pending_space = !out.empty();
       continue;
     }
@@ -28,7 +62,11 @@ std::string NormalizeMedicationName(std::string_view name) {
       out.push_back(' ');
       pending_space = false;
     }
-    out.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : static_cast<char>(c));
+    if (cp >= 'A' && cp <= 'Z') {
+      out.push_back(static_cast<char>(cp - 'A' + 'a'));
+    } else {
+      out.append(name.substr(start, i - start));  // other letters and digits as written
+    }
   }
   return out;
 }

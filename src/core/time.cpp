@@ -182,11 +182,49 @@ Result<Zone> Zone::Locate(std::string_view name) {
 
 const std::string& Zone::name() const { return tz_->name(); }
 
+namespace {
+
+// The system's zone files list transitions only up to 2037 and leave later years to a rule
+// string that date-tz does not read. Calendars repeat every 28 years between 1901 and 2099, so
+// an instant from 2038 on is looked up 28 years earlier (same weekdays, same rule-based
+// transitions) and the answer shifted back. Dates after 2100-02-28 are one weekday off; the
+// record format ends at 2100-12-31 and program rules do not reach that far.
+constexpr std::chrono::seconds kRuleCycle{int64_t{10227} * 86400};  // 28 years
+constexpr std::chrono::sys_seconds kLastListedTransition{std::chrono::seconds{2145916800}};  // 2038-01-01Z
+
+struct Period {
+  std::chrono::sys_seconds begin, end;
+  std::chrono::seconds offset;
+  std::string abbrev;
+};
+
+// How far back (a whole number of 28-year cycles) an instant is looked up.
+std::chrono::seconds ShiftFor(std::chrono::seconds since_epoch) {
+  std::chrono::seconds shift{0};
+  while (since_epoch - shift >= kLastListedTransition.time_since_epoch()) shift += kRuleCycle;
+  return shift;
+}
+
+Period PeriodAt(const date::time_zone* tz, std::chrono::sys_seconds t) {
+  auto shift = ShiftFor(t.time_since_epoch());
+  auto info = tz->get_info(t - shift);
+  Period p{info.begin, info.end, info.offset, info.abbrev};
+  if (shift.count() != 0) {
+    p.begin = info.begin + shift;
+    p.end = info.end == std::chrono::sys_seconds::max() ? info.end : info.end + shift;
+  }
+  return p;
+}
+
+}  // namespace
+
 void ZoneCursor::Refresh(Instant t) {
-  auto info = zone_.get()->get_info(std::chrono::time_point_cast<std::chrono::seconds>(t));
-  period_begin_ = std::chrono::time_point_cast<std::chrono::milliseconds>(info.begin);
-  period_end_ = std::chrono::time_point_cast<std::chrono::milliseconds>(info.end);
-  offset_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(info.offset).count();
+  Period p = PeriodAt(zone_.get(), std::chrono::time_point_cast<std::chrono::seconds>(t));
+  period_begin_ = std::chrono::time_point_cast<std::chrono::milliseconds>(p.begin);
+  period_end_ = p.end == std::chrono::sys_seconds::max()
+                    ? Instant::max()
+                    : std::chrono::time_point_cast<std::chrono::milliseconds>(p.end);
+  offset_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(p.offset).count();
 }
 
 LocalDate ZoneCursor::LocalDateOf(Instant t) {
@@ -201,7 +239,8 @@ Instant ZoneCursor::EndOfDay(LocalDate d) {
       static_cast<int64_t>(d.days_since_epoch()) * 86400 + 86399)};
   // 23:59:59 is never inside a transition in the zones programs use; `latest` makes the choice
   // explicit should one ever be.
-  auto sys = zone_.get()->to_sys(local, date::choose::latest);
+  auto shift = ShiftFor(local.time_since_epoch());
+  auto sys = zone_.get()->to_sys(local - shift, date::choose::latest) + shift;
   return std::chrono::time_point_cast<std::chrono::milliseconds>(sys);
 }
 
@@ -222,7 +261,7 @@ std::string ZoneCursor::FormatInstant(Instant t) {
 }
 
 std::string ZoneCursor::Abbreviation(Instant t) {
-  return zone_.get()->get_info(std::chrono::time_point_cast<std::chrono::seconds>(t)).abbrev;
+  return PeriodAt(zone_.get(), std::chrono::time_point_cast<std::chrono::seconds>(t)).abbrev;
 }
 
 std::string FormatUtc(Instant t) {
