@@ -573,8 +573,15 @@ TEST(ZoneCursorTest, DaylightSavingContinuesAfter2037) {
   EXPECT_EQ(ny.LocalDateOf(Utc(2040, 7, 2, 3, 30, 0)), Ymd(2040, 7, 1));  // 23:30 EDT
   EXPECT_EQ(ny.FormatInstant(ny.EndOfDay(Ymd(2040, 12, 1))), "2040-12-01T23:59:59-05:00");
 
+  // More than one 28-year calendar cycle past 2037, up to the format's last year.
+  EXPECT_EQ(ny.FormatInstant(ny.EndOfDay(Ymd(2066, 7, 1))), "2066-07-01T23:59:59-04:00");
+  EXPECT_EQ(ny.FormatInstant(ny.EndOfDay(Ymd(2100, 7, 1))), "2100-07-01T23:59:59-04:00");
+  EXPECT_EQ(ny.LocalDateOf(Utc(2100, 7, 2, 3, 30, 0)), Ymd(2100, 7, 1));
+
   ZoneCursor london(ZoneNamed("Europe/London"));
+  EXPECT_EQ(london.FormatInstant(london.EndOfDay(Ymd(2050, 7, 1))), "2050-07-01T23:59:59+01:00");
   EXPECT_EQ(london.FormatInstant(london.EndOfDay(Ymd(2099, 7, 1))), "2099-07-01T23:59:59+01:00");
+  EXPECT_EQ(london.Abbreviation(Utc(2099, 7, 1, 12, 0, 0)), "BST");
 }
 
 // Before 1970 an instant's milliseconds must not round the second towards the epoch.
