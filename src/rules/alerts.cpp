@@ -100,10 +100,7 @@ class AlertRaiser {
   }
 
   void Mood() {
-    int latest = kNone;
-    for (int i = 0; i < static_cast<int>(t_.events.size()); ++i) {
-      if (t_.at_pos(i).type == EventType::kPhq9) latest = i;
-    }
+    const int latest = t_.LatestOf(EventType::kPhq9);
     if (latest == kNone) return;
     const Event& e = t_.at_pos(latest);
     int total = 0;

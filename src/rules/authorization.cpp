@@ -149,6 +149,18 @@ class Authorizer {
     return cursor_.EndOfDay(t_.date_at(test_pos) + (p_.tests.window_days - 1));
   }
 
+  // US: day 1 is the test's collection date; the window closes at the end of day N.
+  void CheckTestWindow(int test_pos) {
+    Instant end = WindowEnd(test_pos);
+    if (t_.at > end) {
+      Deny("PREGNANCY_TEST_WINDOW_EXPIRED", "The pregnancy test collected " +
+                                                t_.date_at(test_pos).ToString() + " expired at " +
+                                                EndText(end) + "; a new test is needed.");
+    } else {
+      Window(end);
+    }
+  }
+
   void CheckUsFirstPrescriptionTests() {
     // Tests after the latest dispense of any earlier course: a test never qualifies two
     // dispenses.
@@ -236,15 +248,7 @@ class Authorizer {
                           lockout_not_before_->ToString() + " (the test collected " +
                           c_date + " is too early).");
     }
-
-    Instant end = WindowEnd(c);
-    if (t_.at > end) {
-      Deny("PREGNANCY_TEST_WINDOW_EXPIRED", "The pregnancy test collected " + c_date +
-                                                " expired at " + EndText(end) +
-                                                "; a new test is needed.");
-    } else {
-      Window(end);
-    }
+    CheckTestWindow(c);
   }
 
   void CheckUsLaterPrescriptionTest() {
@@ -269,14 +273,7 @@ class Authorizer {
                std::string(ToString(test.setting)) + " setting; during treatment " + p_.title +
                " accepts only " + SettingList(p_.tests.during_settings) + " tests.");
     }
-    Instant end = WindowEnd(c);
-    if (t_.at > end) {
-      Deny("PREGNANCY_TEST_WINDOW_EXPIRED", "The pregnancy test collected " + c_date +
-                                                " expired at " + EndText(end) +
-                                                "; a new test is needed.");
-    } else {
-      Window(end);
-    }
+    CheckTestWindow(c);
   }
 
   void CheckTestBeforePrescriptionDate() {

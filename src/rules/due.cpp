@@ -120,10 +120,7 @@ class DueLister {
   }
 
   void Phq9() {
-    int latest = kNone;
-    for (int i = 0; i < static_cast<int>(t_.events.size()); ++i) {
-      if (t_.at_pos(i).type == EventType::kPhq9) latest = i;
-    }
+    const int latest = t_.LatestOf(EventType::kPhq9);
     Add("PHQ9", latest == kNone ? t_.today : t_.date_at(latest) + d_.phq9_interval_days);
   }
 
@@ -131,10 +128,7 @@ class DueLister {
     bool required = can ? p_.forms.risk_acknowledgement_can_get_pregnant
                         : p_.forms.risk_acknowledgement_cannot_get_pregnant;
     if (!required) return;
-    int latest = kNone;
-    for (int i = 0; i < static_cast<int>(t_.events.size()); ++i) {
-      if (t_.at_pos(i).type == EventType::kRiskAcknowledgement) latest = i;
-    }
+    const int latest = t_.LatestOf(EventType::kRiskAcknowledgement);
     Add("RISK_ACKNOWLEDGEMENT",
         latest == kNone ? t_.today
                         : t_.date_at(latest).AddMonths(p_.forms.risk_acknowledgement_valid_months));

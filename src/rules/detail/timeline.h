@@ -52,6 +52,13 @@ struct Timeline {
   const PrescriptionInfo* FindPrescription(std::string_view id) const;
   // The prescription event a dispense names (it always exists for a counted dispense).
   const Event& PrescriptionOf(const Event& dispense) const;
+  // The position of the latest counted event of a type, or kNone.
+  int LatestOf(EventType type) const {
+    for (int i = static_cast<int>(events.size()) - 1; i >= 0; --i) {
+      if (events[static_cast<size_t>(i)]->type == type) return i;
+    }
+    return kNone;
+  }
   bool CanGetPregnant() const { return category == Category::kCanGetPregnant; }
   // The first position strictly after `pos` (0 when pos is kNone).
   static int After(int pos) { return pos == kNone ? 0 : pos + 1; }
