@@ -180,7 +180,12 @@ Result<Zone> Zone::Locate(std::string_view name) {
   }
 }
 
-const std::string& Zone::name() const { return tz_->name(); }
+const date::time_zone* Zone::get() const {
+  static const date::time_zone* const utc = date::locate_zone("UTC");
+  return tz_ != nullptr ? tz_ : utc;
+}
+
+const std::string& Zone::name() const { return get()->name(); }
 
 namespace {
 

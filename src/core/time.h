@@ -76,12 +76,15 @@ class Zone {
   // Error (kNotFound) when the name is not in the system's tz database.
   static Result<Zone> Locate(std::string_view name);
 
+  // UTC. Default-constructed zones cost nothing: no look-up in the tz database.
+  Zone() = default;
+
   const std::string& name() const;
-  const date::time_zone* get() const { return tz_; }
+  const date::time_zone* get() const;
 
  private:
   explicit Zone(const date::time_zone* tz) : tz_(tz) {}
-  const date::time_zone* tz_ = nullptr;
+  const date::time_zone* tz_ = nullptr;  // null: UTC
 };
 
 // Converts instants to local dates in one zone, caching the current offset period so that

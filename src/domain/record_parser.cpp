@@ -4,8 +4,8 @@
 #include <boost/json.hpp>
 #include <cmath>
 #include <string>
-#include <unordered_map>
-#include <unordered_set>
+#include <utility>
+#include <vector>
 
 #include "core/text.h"
 
@@ -32,17 +32,42 @@ std::string Shown(std::string_view s) {
   return "'" + std::string(s.substr(0, 60)) + (s.size() > 60 ? "...'" : "'");
 }
 
+// Where a value sits in the record ("events[3].doses_mg[1]"), spelled out only when an error
+// needs it: building the text for every field read would cost more than the reading.
+struct FieldPath {
+  std::string_view base;  // "patient", "events" (with index) or "" (top level)
+  int index = -1;
+  std::string_view key;
+  int item = -1;
+
+  FieldPath Item(size_t i) const {
+    FieldPath p = *this;
+    p.item = static_cast<int>(i);
+    return p;
+  }
+  std::string str() const {
+    std::string out(base);
+    if (index >= 0) out += "[" + std::to_string(index) + "]";
+    if (!key.empty()) {
+      if (!out.empty()) out += ".";
+      out += key;
+    }
+    if (item >= 0) out += "[" + std::to_string(item) + "]";
+    return out;
+  }
+};
+
 // Reads the fields of one JSON object, naming each field by its path in errors
 // ("events[3].kg"). Every accessor returns an Error for a wrong type or a broken limit;
 // a null counts as absent.
 class Fields {
  public:
-  Fields(const json::object& object, std::string path, const RecordLimits& limits)
-      : object_(object), path_(std::move(path)), limits_(limits) {}
+  Fields(const json::object& object, std::string_view base, int index,
+         const RecordLimits& limits)
+      : object_(object), base_(base), index_(index), limits_(limits) {}
 
-  std::string Path(std::string_view key) const {
-    return path_.empty() ? std::string(key) : path_ + "." + std::string(key);
-  }
+  FieldPath At(std::string_view key) const { return FieldPath{base_, index_, key, -1}; }
+  std::string Path(std::string_view key) const { return At(key).str(); }
 
   const json::value* Find(std::string_view key) const {
     const json::value* v = object_.if_contains(key);
@@ -57,7 +82,8 @@ class Fields {
   }
 
   // A string; `required` strings are non-empty. Absent optional strings leave `out` empty.
-  Status String(std::string_view key, bool required, std::string& out) const {
+  // The view points into the JSON document.
+  Status View(std::string_view key, bool required, std::string_view& out) const {
     const json::value* v = Find(key);
     if (v == nullptr) return required ? Status(Missing(key)) : Status();
     if (!v->is_string()) return WrongType(key, *v, "a string");
@@ -68,7 +94,14 @@ class Fields {
                                  " characters",
                              Path(key));
     }
-    out.assign(s.data(), s.size());
+    out = std::string_view(s.data(), s.size());
+    return {};
+  }
+
+  Status String(std::string_view key, bool required, std::string& out) const {
+    std::string_view view;
+    if (auto st = View(key, required, view); !st.ok()) return st;
+    out.assign(view.data(), view.size());
     return {};
   }
 
@@ -84,15 +117,15 @@ class Fields {
   Status Number(std::string_view key, double& out) const {
     const json::value* v = Find(key);
     if (v == nullptr) return Missing(key);
-    return NumberValue(*v, Path(key), out);
+    return NumberValue(*v, At(key), out);
   }
 
-  static Status NumberValue(const json::value& v, const std::string& path, double& out) {
+  static Status NumberValue(const json::value& v, const FieldPath& path, double& out) {
     switch (v.kind()) {
       case json::kind::int64: out = static_cast<double>(v.get_int64()); return {};
       case json::kind::uint64: out = static_cast<double>(v.get_uint64()); return {};
       case json::kind::double_: out = v.get_double(); return {};
-      default: return Error::BadInput("must be a number, got " + KindOf(v), path);
+      default: return Error::BadInput("must be a number, got " + KindOf(v), path.str());
     }
   }
 
@@ -100,18 +133,18 @@ class Fields {
   Status Integer(std::string_view key, int32_t lo, int32_t hi, int32_t& out) const {
     const json::value* v = Find(key);
     if (v == nullptr) return Missing(key);
-    return IntegerValue(*v, Path(key), lo, hi, out);
+    return IntegerValue(*v, At(key), lo, hi, out);
   }
 
-  static Status IntegerValue(const json::value& v, const std::string& path, int32_t lo,
+  static Status IntegerValue(const json::value& v, const FieldPath& path, int32_t lo,
                              int32_t hi, int32_t& out) {
     double d = 0;
     if (auto s = NumberValue(v, path, d); !s.ok()) return s;
-    if (d != std::floor(d)) return Error::BadInput("must be a whole number", path);
+    if (d != std::floor(d)) return Error::BadInput("must be a whole number", path.str());
     if (d < lo || d > hi) {
       return Error::BadInput("must be between " + std::to_string(lo) + " and " +
                                  std::to_string(hi) + ", got " + FormatNumber(d),
-                             path);
+                             path.str());
     }
     out = static_cast<int32_t>(d);
     return {};
@@ -120,8 +153,8 @@ class Fields {
   template <typename E>
   Status Code(std::string_view key, std::optional<E> (*parse)(std::string_view), E& out,
               std::string_view what) const {
-    std::string s;
-    if (auto st = String(key, true, s); !st.ok()) return st;
+    std::string_view s;
+    if (auto st = View(key, true, s); !st.ok()) return st;
     auto e = parse(s);
     if (!e) return Error::BadInput("unknown " + std::string(what) + " " + Shown(s), Path(key));
     out = *e;
@@ -129,8 +162,8 @@ class Fields {
   }
 
   Status Time(std::string_view key, Instant& out) const {
-    std::string s;
-    if (auto st = String(key, true, s); !st.ok()) return st;
+    std::string_view s;
+    if (auto st = View(key, true, s); !st.ok()) return st;
     auto t = ParseOffsetTime(s);
     if (!t.ok()) return Error::BadInput(t.error().message, Path(key));
     out = t->instant;
@@ -138,8 +171,8 @@ class Fields {
   }
 
   Status DateOrTime(std::string_view key, LocalDate& out) const {
-    std::string s;
-    if (auto st = String(key, true, s); !st.ok()) return st;
+    std::string_view s;
+    if (auto st = View(key, true, s); !st.ok()) return st;
     auto d = ParseDateOrTime(s);
     if (!d.ok()) return Error::BadInput(d.error().message, Path(key));
     out = *d;
@@ -154,7 +187,8 @@ class Fields {
   }
 
   const json::object& object_;
-  std::string path_;
+  std::string_view base_;
+  int index_;
   const RecordLimits& limits_;
 };
 
@@ -165,7 +199,7 @@ class Fields {
 
 Status ParsePatient(const json::value& v, const RecordLimits& limits, Patient& p) {
   if (!v.is_object()) return Error::BadInput("must be an object, got " + KindOf(v), "patient");
-  Fields f(v.get_object(), "patient", limits);
+  Fields f(v.get_object(), "patient", -1, limits);
   ISOGUARD_TRY(f.String("id", true, p.id));
   std::string birth;
   ISOGUARD_TRY(f.String("birth_date", true, birth));
@@ -185,9 +219,8 @@ Status ParsePatient(const json::value& v, const RecordLimits& limits, Patient& p
     }
     std::array<double, 2> target{};
     for (size_t i = 0; i < 2; ++i) {
-      ISOGUARD_TRY(Fields::NumberValue(t->get_array()[i],
-                                       "patient.target_mg_per_kg[" + std::to_string(i) + "]",
-                                       target[i]));
+      ISOGUARD_TRY(
+          Fields::NumberValue(t->get_array()[i], f.At("target_mg_per_kg").Item(i), target[i]));
     }
     if (!(target[0] > 0 && target[0] <= target[1]) || !std::isfinite(target[1])) {
       return Error::BadInput("must be [low, high] with 0 < low <= high",
@@ -199,10 +232,12 @@ Status ParsePatient(const json::value& v, const RecordLimits& limits, Patient& p
 }
 
 Status ParseEvent(const json::value& v, size_t index, const ParseOptions& options, Event& e) {
-  std::string path = "events[" + std::to_string(index) + "]";
-  if (!v.is_object()) return Error::BadInput("must be an object, got " + KindOf(v), path);
+  if (!v.is_object()) {
+    return Error::BadInput("must be an object, got " + KindOf(v),
+                           FieldPath{"events", static_cast<int>(index), {}, -1}.str());
+  }
   const RecordLimits& limits = options.limits;
-  Fields f(v.get_object(), path, limits);
+  Fields f(v.get_object(), "events", static_cast<int>(index), limits);
   e.index = static_cast<uint32_t>(index);
   ISOGUARD_TRY(f.Code("type", &ParseEventType, e.type, "event type"));
   ISOGUARD_TRY(f.String("id", false, e.id));
@@ -242,14 +277,14 @@ Status ParseEvent(const json::value& v, size_t index, const ParseOptions& option
       if (!m->is_array()) return f.WrongType("methods", *m, "a list of method codes");
       const json::array& methods = m->get_array();
       for (size_t i = 0; i < methods.size(); ++i) {
-        std::string item_path = f.Path("methods") + "[" + std::to_string(i) + "]";
         if (!methods[i].is_string()) {
-          return Error::BadInput("must be a method code, got " + KindOf(methods[i]), item_path);
+          return Error::BadInput("must be a method code, got " + KindOf(methods[i]),
+                                 f.At("methods").Item(i).str());
         }
         auto code = ParseContraceptionMethod(methods[i].get_string());
         if (!code) {
-          return Error::BadInput(
-              "unknown contraception method " + Shown(methods[i].get_string()), item_path);
+          return Error::BadInput("unknown contraception method " + Shown(methods[i].get_string()),
+                                 f.At("methods").Item(i).str());
         }
         e.methods |= MethodBit(*code);
       }
@@ -283,13 +318,13 @@ Status ParseEvent(const json::value& v, size_t index, const ParseOptions& option
                                f.Path("doses_mg"));
       }
       for (size_t i = 0; i < doses.size(); ++i) {
-        std::string item_path = f.Path("doses_mg") + "[" + std::to_string(i) + "]";
+        const FieldPath item_path = f.At("doses_mg").Item(i);
         double mg = 0;
         ISOGUARD_TRY(Fields::NumberValue(doses[i], item_path, mg));
         if (!(mg > 0 && mg <= limits.max_dose_mg)) {
           return Error::BadInput("must be in (0, " + FormatNumber(limits.max_dose_mg) +
                                      "] mg, got " + FormatNumber(mg),
-                                 item_path);
+                                 item_path.str());
         }
         e.doses_mg[i] = mg;
       }
@@ -343,8 +378,7 @@ Status ParseEvent(const json::value& v, size_t index, const ParseOptions& option
       }
       for (size_t i = 0; i < 9; ++i) {
         int32_t score = 0;
-        ISOGUARD_TRY(Fields::IntegerValue(a[i], f.Path("items") + "[" + std::to_string(i) + "]",
-                                          0, 3, score));
+        ISOGUARD_TRY(Fields::IntegerValue(a[i], f.At("items").Item(i), 0, 3, score));
         e.phq9_items[i] = static_cast<uint8_t>(score);
       }
       break;
@@ -414,28 +448,45 @@ Result<Record> ParseRecordObject(const json::object& root, const ParseOptions& o
   }
 
   // Cross-event checks: unique ids; every dispense names a prescription of the record.
-  std::unordered_map<std::string_view, size_t> ids;
+  // A sorted vector of (id, index) serves both: no allocation per event.
+  std::vector<std::pair<std::string_view, uint32_t>> ids;
   ids.reserve(record.events.size());
   for (const Event& e : record.events) {
-    if (e.id.empty()) continue;
-    auto [it, inserted] = ids.emplace(e.id, e.index);
-    if (!inserted) {
-      return Error::BadInput("duplicate id " + Shown(e.id) + " (also events[" +
-                                 std::to_string(it->second) + "])",
-                             "events[" + std::to_string(e.index) + "].id");
+    if (!e.id.empty()) ids.emplace_back(e.id, e.index);
+  }
+  std::sort(ids.begin(), ids.end());
+  for (size_t i = 1; i < ids.size(); ++i) {
+    if (ids[i].first == ids[i - 1].first) {
+      return Error::BadInput("duplicate id " + Shown(ids[i].first) + " (also events[" +
+                                 std::to_string(ids[i - 1].second) + "])",
+                             "events[" + std::to_string(ids[i].second) + "].id");
     }
   }
   for (const Event& e : record.events) {
     if (e.type != EventType::kDispense) continue;
-    auto it = ids.find(e.ref);
-    if (it == ids.end() || record.events[it->second].type != EventType::kPrescription) {
+    auto it = std::lower_bound(ids.begin(), ids.end(), std::string_view(e.ref),
+                               [](const auto& p, std::string_view id) { return p.first < id; });
+    if (it == ids.end() || it->first != e.ref ||
+        record.events[it->second].type != EventType::kPrescription) {
       return Error::BadInput("names prescription " + Shown(e.ref) + ", which is not in the record",
                              "events[" + std::to_string(e.index) + "].prescription");
     }
   }
 
-  std::stable_sort(record.events.begin(), record.events.end(),
-                   [](const Event& a, const Event& b) { return a.at < b.at; });
+  // Order by time, ties in input order. Most records arrive in order; otherwise sort indexes
+  // rather than moving the (large) events around.
+  auto by_time = [](const Event& a, const Event& b) { return a.at < b.at; };
+  if (!std::is_sorted(record.events.begin(), record.events.end(), by_time)) {
+    std::vector<uint32_t> order(record.events.size());
+    for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&record](uint32_t a, uint32_t b) {
+      return record.events[a].at < record.events[b].at;
+    });
+    std::vector<Event> sorted;
+    sorted.reserve(record.events.size());
+    for (uint32_t i : order) sorted.push_back(std::move(record.events[i]));
+    record.events = std::move(sorted);
+  }
   return record;
 }
 

@@ -80,6 +80,8 @@ class AlertRaiser {
         }
       }
       if (worst_pos == kNone) continue;
+      const bool critical = family.critical.Exceeded(worst);
+      if (!critical && !family.warning.Exceeded(worst)) continue;
       const Event& e = t_.at_pos(worst_pos);
       std::string what = std::string(ToString(e.test)) + " " + FormatNumber(e.value) + " " +
                          std::string(ToString(e.unit)) + " on " + t_.date_at(worst_pos).ToString();
@@ -89,10 +91,10 @@ class AlertRaiser {
       } else if (e.unit == LabUnit::kMmolPerL) {
         what += " (" + FormatNumber(RoundHalfUp(worst, 1)) + " mg/dL)";
       }
-      if (family.critical.Exceeded(worst)) {
+      if (critical) {
         Raise(family.critical_code, Severity::kCritical,
               "Critical " + family.name + ": " + what + "; " + family.critical_advice);
-      } else if (family.warning.Exceeded(worst)) {
+      } else {
         Raise(family.warning_code, Severity::kWarning,
               "High " + family.name + ": " + what + "; " + family.warning_advice);
       }

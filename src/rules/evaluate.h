@@ -71,7 +71,7 @@ struct DoseSummary {
 
 struct Evaluation {
   const Program* program = nullptr;
-  Zone zone = *Zone::Locate("UTC");  // the zone of day arithmetic
+  Zone zone;  // the zone of day arithmetic
   Category category = Category::kCanGetPregnant;
   TreatmentState state = TreatmentState::kNotStarted;
   std::vector<CourseDispense> course_dispenses;

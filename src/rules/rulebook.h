@@ -118,7 +118,7 @@ struct Program {
   LocalDate in_force_from;
   std::optional<LocalDate> in_force_until;  // inclusive
   std::string time_zone;                    // IANA name
-  Zone zone = *Zone::Locate("UTC");
+  Zone zone;
   std::string source_file;
 
   ProgramSupply supply;
