@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <boost/json.hpp>
 #include <cmath>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -448,26 +449,44 @@ Result<Record> ParseRecordObject(const json::object& root, const ParseOptions& o
   }
 
   // Cross-event checks: unique ids; every dispense names a prescription of the record.
-  // A sorted vector of (id, index) serves both: no allocation per event.
-  std::vector<std::pair<std::string_view, uint32_t>> ids;
+  // Ids are sorted by hash (cheap integer comparisons), equal hashes compared as text.
+  struct IdEntry {
+    size_t hash;
+    uint32_t index;
+  };
+  std::vector<IdEntry> ids;
   ids.reserve(record.events.size());
+  const std::hash<std::string_view> hasher;
   for (const Event& e : record.events) {
-    if (!e.id.empty()) ids.emplace_back(e.id, e.index);
+    if (!e.id.empty()) ids.push_back({hasher(e.id), e.index});
   }
-  std::sort(ids.begin(), ids.end());
+  auto id_of = [&record](const IdEntry& entry) -> const std::string& {
+    return record.events[entry.index].id;
+  };
+  std::sort(ids.begin(), ids.end(), [&](const IdEntry& a, const IdEntry& b) {
+    return a.hash != b.hash ? a.hash < b.hash : a.index < b.index;
+  });
   for (size_t i = 1; i < ids.size(); ++i) {
-    if (ids[i].first == ids[i - 1].first) {
-      return Error::BadInput("duplicate id " + Shown(ids[i].first) + " (also events[" +
-                                 std::to_string(ids[i - 1].second) + "])",
-                             "events[" + std::to_string(ids[i].second) + "].id");
+    for (size_t j = i; j-- > 0 && ids[j].hash == ids[i].hash;) {
+      if (id_of(ids[j]) == id_of(ids[i])) {
+        return Error::BadInput("duplicate id " + Shown(id_of(ids[i])) + " (also events[" +
+                                   std::to_string(ids[j].index) + "])",
+                               "events[" + std::to_string(ids[i].index) + "].id");
+      }
     }
   }
   for (const Event& e : record.events) {
     if (e.type != EventType::kDispense) continue;
-    auto it = std::lower_bound(ids.begin(), ids.end(), std::string_view(e.ref),
-                               [](const auto& p, std::string_view id) { return p.first < id; });
-    if (it == ids.end() || it->first != e.ref ||
-        record.events[it->second].type != EventType::kPrescription) {
+    const size_t h = hasher(e.ref);
+    auto it = std::lower_bound(ids.begin(), ids.end(), h,
+                               [](const IdEntry& entry, size_t x) { return entry.hash < x; });
+    bool found = false;
+    for (; it != ids.end() && it->hash == h; ++it) {
+      if (id_of(*it) == e.ref && record.events[it->index].type == EventType::kPrescription) {
+        found = true;
+      }
+    }
+    if (!found) {
       return Error::BadInput("names prescription " + Shown(e.ref) + ", which is not in the record",
                              "events[" + std::to_string(e.index) + "].prescription");
     }
@@ -496,13 +515,20 @@ Result<Record> ParseRecord(std::string_view text, const ParseOptions& options) {
                                std::to_string(options.limits.max_bytes) + " are allowed",
                            "record");
   }
-  // Parsing into a monotonic arena: one allocation pattern for the whole record, freed at once.
-  unsigned char buffer[16384];
-  json::monotonic_resource arena(buffer, sizeof buffer);
-  json::parse_options parse_options;
-  parse_options.max_depth = 64;
+  // Each thread keeps one parser and one arena buffer: the DOM of a record is built in the
+  // arena and dropped at once, with no allocation for records that fit it.
+  constexpr size_t kArenaBytes = 256 * 1024;
+  thread_local std::unique_ptr<unsigned char[]> buffer(new unsigned char[kArenaBytes]);
+  thread_local json::parser parser(json::storage_ptr(), [] {
+    json::parse_options parse_options;
+    parse_options.max_depth = 64;
+    return parse_options;
+  }());
+  json::monotonic_resource arena(buffer.get(), kArenaBytes);
+  parser.reset(&arena);
   boost::system::error_code ec;
-  json::value root = json::parse(text, ec, &arena, parse_options);
+  parser.write(text.data(), text.size(), ec);  // the whole text: incomplete JSON is an error
+  json::value root = ec ? json::value() : parser.release();
   if (ec) {
     return Error::BadInput("the record is not valid JSON: " + ec.message(), "record");
   }
