@@ -1,5 +1,7 @@
 #include "core/json_writer.h"
 
+#include <charconv>
+
 #include "core/text.h"
 
 namespace isoguard {
@@ -7,8 +9,13 @@ namespace isoguard {
 void AppendJsonString(std::string& out, std::string_view value) {
   static constexpr char kHex[] = "0123456789abcdef";
   out.push_back('"');
-  for (char ch : value) {
-    auto c = static_cast<unsigned char>(ch);
+  // Copy runs of characters that need no escape in one append.
+  size_t run = 0;
+  for (size_t i = 0; i < value.size(); ++i) {
+    auto c = static_cast<unsigned char>(value[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(value.data() + run, i - run);
+    run = i + 1;
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;
@@ -16,15 +23,12 @@ void AppendJsonString(std::string& out, std::string_view value) {
       case '\r': out += "\\r"; break;
       case '\t': out += "\\t"; break;
       default:
-        if (c < 0x20) {
-          out += "\\u00";
-          out.push_back(kHex[c >> 4]);
-          out.push_back(kHex[c & 0xF]);
-        } else {
-          out.push_back(ch);
-        }
+        out += "\\u00";
+        out.push_back(kHex[c >> 4]);
+        out.push_back(kHex[c & 0xF]);
     }
   }
+  out.append(value.data() + run, value.size() - run);
   out.push_back('"');
 }
 
@@ -69,7 +73,9 @@ JsonWriter& JsonWriter::Number(double value) {
 
 JsonWriter& JsonWriter::Integer(long long value) {
   Separate();
-  out_ += std::to_string(value);
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, value);
+  out_.append(buf, r.ptr);
   need_comma_ = true;
   return *this;
 }

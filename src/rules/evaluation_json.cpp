@@ -19,7 +19,7 @@ void WriteTest(JsonWriter& w, ZoneCursor& cursor, const Event& test) {
 
 std::string EvaluationToJson(const Evaluation& ev, const Record& record, bool include_patient_id) {
   std::string out;
-  out.reserve(1024);
+  out.reserve(2048);
   JsonWriter w(out);
   ZoneCursor cursor(ev.zone);
   w.BeginObject();
