@@ -106,7 +106,8 @@ std::string FormatNumber(double value) {
 }
 
 double RoundHalfUp(double value, int decimals) {
-  double scale = std::pow(10.0, decimals);
+  static constexpr double kPowers[] = {1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9};
+  double scale = decimals >= 0 && decimals < 10 ? kPowers[decimals] : std::pow(10.0, decimals);
   // The small nudge keeps 0.285 (stored as 0.28499999...) rounding to 0.29 as written.
   double scaled = value * scale;
   double nudged = scaled + (scaled >= 0 ? 1e-9 : -1e-9);

@@ -47,6 +47,18 @@ struct Timeline {
   int considered = kNone;  // the prescription considered, when there is one
   bool first_prescription = true;
 
+  // Back to the empty state, keeping the vectors' capacity.
+  void Reset() {
+    events.clear();
+    dates.clear();
+    prescriptions.clear();
+    dispenses.clear();
+    course_dispenses.clear();
+    first_enrollment = latest_treatment_end = previous_dispense = latest_dispense_any = kNone;
+    considered = kNone;
+    first_prescription = true;
+  }
+
   const Event& at_pos(int pos) const { return *events[static_cast<size_t>(pos)]; }
   LocalDate date_at(int pos) const { return dates[static_cast<size_t>(pos)]; }
   const PrescriptionInfo* FindPrescription(std::string_view id) const;
