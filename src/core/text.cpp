@@ -30,7 +30,9 @@ uint32_t NextCodePoint(std::string_view s, size_t& i) {
   return cp;
 }
 
-bool IsApostrophe(uint32_t cp) { return cp == '\'' || cp == 0x2018 || cp == 0x2019 || cp == 0x02BC; }
+bool IsApostrophe(uint32_t cp) {
+  return cp == '\'' || cp == 0x2018 || cp == 0x2019 || cp == 0x02BC;
+}
 
 // Non-ASCII code points that separate words: no-break space, Latin-1 punctuation and symbols,
 // the General Punctuation block (dashes, spaces, quotes), ideographic space.

@@ -195,7 +195,8 @@ namespace {
 // transitions) and the answer shifted back. Dates after 2100-02-28 are one weekday off; the
 // record format ends at 2100-12-31 and program rules do not reach that far.
 constexpr std::chrono::seconds kRuleCycle{int64_t{10227} * 86400};  // 28 years
-constexpr std::chrono::sys_seconds kLastListedTransition{std::chrono::seconds{2145916800}};  // 2038-01-01Z
+constexpr std::chrono::sys_seconds kLastListedTransition{
+    std::chrono::seconds{2145916800}};  // 2038-01-01Z
 
 struct Period {
   std::chrono::sys_seconds begin, end;
@@ -240,8 +241,8 @@ LocalDate ZoneCursor::LocalDateOf(Instant t) {
 }
 
 Instant ZoneCursor::EndOfDay(LocalDate d) {
-  auto local = date::local_seconds{std::chrono::seconds(
-      static_cast<int64_t>(d.days_since_epoch()) * 86400 + 86399)};
+  auto local = date::local_seconds{
+      std::chrono::seconds(static_cast<int64_t>(d.days_since_epoch()) * 86400 + 86399)};
   // 23:59:59 is never inside a transition in the zones programs use; `latest` makes the choice
   // explicit should one ever be.
   auto shift = ShiftFor(local.time_since_epoch());

@@ -22,20 +22,29 @@ std::optional<E> Lookup(const std::array<std::string_view, N>& names, std::strin
 }
 
 constexpr std::array<std::string_view, 3> kJurisdictions = {"US", "EU", "UK"};
-constexpr std::array<std::string_view, 2> kCategories = {"can_get_pregnant",
-                                                         "cannot_get_pregnant"};
-constexpr std::array<std::string_view, kEventTypeCount> kEventTypes = {
-    "enrollment",     "category_change",
-    "weight",         "visit",
-    "contraception",  "comprehension",
-    "pregnancy_test", "risk_acknowledgement",
-    "assessment",     "second_prescriber",
-    "prescription",   "dispense",
-    "lab",            "phq9",
-    "medication",     "adverse_event",
-    "missed_dose",    "treatment_end",
-    "prescription_cancel", "entered_in_error",
-    "authorization",  "authorization_reversal"};
+constexpr std::array<std::string_view, 2> kCategories = {"can_get_pregnant", "cannot_get_pregnant"};
+constexpr std::array<std::string_view, kEventTypeCount> kEventTypes = {"enrollment",
+                                                                       "category_change",
+                                                                       "weight",
+                                                                       "visit",
+                                                                       "contraception",
+                                                                       "comprehension",
+                                                                       "pregnancy_test",
+                                                                       "risk_acknowledgement",
+                                                                       "assessment",
+                                                                       "second_prescriber",
+                                                                       "prescription",
+                                                                       "dispense",
+                                                                       "lab",
+                                                                       "phq9",
+                                                                       "medication",
+                                                                       "adverse_event",
+                                                                       "missed_dose",
+                                                                       "treatment_end",
+                                                                       "prescription_cancel",
+                                                                       "entered_in_error",
+                                                                       "authorization",
+                                                                       "authorization_reversal"};
 constexpr std::array<std::string_view, 3> kTestResults = {"negative", "positive", "invalid"};
 constexpr std::array<std::string_view, 3> kTestSettings = {"lab", "office", "home"};
 constexpr std::array<std::string_view, 2> kSpecimens = {"urine", "serum"};

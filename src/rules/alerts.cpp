@@ -175,8 +175,8 @@ class AlertRaiser {
                        " kg is " + FormatNumber(mg_per_kg) + " mg/kg/day";
     if (mg_per_kg > product.max_mg_per_kg_day) {
       Raise("DOSE_OUT_OF_RANGE", Severity::kCritical,
-            what + ", above the maximum of " + FormatNumber(product.max_mg_per_kg_day) +
-                " for " + product.name + ".");
+            what + ", above the maximum of " + FormatNumber(product.max_mg_per_kg_day) + " for " +
+                product.name + ".");
     } else if (mg_per_kg < product.usual_min_mg_per_kg_day ||
                mg_per_kg > product.usual_max_mg_per_kg_day) {
       Raise("DOSE_OUT_OF_RANGE", Severity::kWarning,
@@ -202,7 +202,8 @@ class AlertRaiser {
   void ProductSwitch() {
     if (t_.considered == kNone || t_.first_prescription) return;
     const ProductInfo& now = k_.product(t_.at_pos(t_.considered).product);
-    const ProductInfo& before = k_.product(t_.PrescriptionOf(t_.at_pos(t_.previous_dispense)).product);
+    const ProductInfo& before =
+        k_.product(t_.PrescriptionOf(t_.at_pos(t_.previous_dispense)).product);
     if (now.substitution_group != before.substitution_group) {
       Raise("PRODUCT_SWITCH", Severity::kWarning,
             "Switching from " + before.name + " to " + now.name +
@@ -229,8 +230,6 @@ class AlertRaiser {
 
 }  // namespace
 
-void RaiseAlerts(const Timeline& t, std::vector<Alert>& out) {
-  AlertRaiser(t, out).Run();
-}
+void RaiseAlerts(const Timeline& t, std::vector<Alert>& out) { AlertRaiser(t, out).Run(); }
 
 }  // namespace isoguard::detail

@@ -40,8 +40,9 @@ class Authorizer {
 
   void Run() {
     if (t_.considered == kNone) {
-      Deny("NO_PRESCRIPTION", "There is no prescription to authorize: none has been written, or "
-                              "every prescription has been dispensed or cancelled.");
+      Deny("NO_PRESCRIPTION",
+           "There is no prescription to authorize: none has been written, or "
+           "every prescription has been dispensed or cancelled.");
       return;
     }
     const Event& rx = t_.at_pos(t_.considered);
@@ -117,8 +118,7 @@ class Authorizer {
       const Event& e = t_.at_pos(i);
       if (e.type != EventType::kPregnancyTest || e.result == TestResult::kInvalid) continue;
       if (e.result == TestResult::kPositive) {
-        Deny("PREGNANCY_TEST_POSITIVE", "The pregnancy test collected " +
-                                            t_.date_at(i).ToString() +
+        Deny("PREGNANCY_TEST_POSITIVE", "The pregnancy test collected " + t_.date_at(i).ToString() +
                                             " is positive: isotretinoin must not be dispensed.");
         return;
       }
@@ -226,27 +226,27 @@ class Authorizer {
     }
     if (!has_earlier) {
       Deny("CONFIRMATION_TEST_MISSING",
-           "The test collected " + c_date +
-               " has no earlier negative screening test (" +
+           "The test collected " + c_date + " has no earlier negative screening test (" +
                SettingList(p_.tests.screening_settings) +
                "): a first prescription needs a screening test and a confirmation test at least " +
                std::to_string(p_.tests.confirmation_min_days_after_screening) + " days later.");
     } else if (!HasScreening(pool, c)) {
       if (!locked_out) {
-        Deny("CONFIRMATION_TOO_EARLY",
-             "The confirmation test collected " + c_date + " was taken fewer than " +
-                 std::to_string(p_.tests.confirmation_min_days_after_screening) +
-                 " days after the screening test; a new confirmation test is needed on or after " +
-                 (*earliest_screening_ + p_.tests.confirmation_min_days_after_screening)
-                     .ToString() +
-                 ".");
+        Deny(
+            "CONFIRMATION_TOO_EARLY",
+            "The confirmation test collected " + c_date + " was taken fewer than " +
+                std::to_string(p_.tests.confirmation_min_days_after_screening) +
+                " days after the screening test; a new confirmation test is needed on or after " +
+                (*earliest_screening_ + p_.tests.confirmation_min_days_after_screening).ToString() +
+                ".");
       }
     }
     if (locked_out) {
-      Deny("LOCKOUT", "The first prescription's window was missed; the next confirmation test "
-                      "must be collected on or after " +
-                          lockout_not_before_->ToString() + " (the test collected " +
-                          c_date + " is too early).");
+      Deny("LOCKOUT",
+           "The first prescription's window was missed; the next confirmation test "
+           "must be collected on or after " +
+               lockout_not_before_->ToString() + " (the test collected " + c_date +
+               " is too early).");
     }
     CheckTestWindow(c);
   }
@@ -315,16 +315,26 @@ class Authorizer {
     for (int i = 0; i < kContraceptionMethodCount; ++i) {
       if ((methods & (MethodSet{1} << i)) == 0) continue;
       switch (classes[static_cast<size_t>(i)]) {
-        case MethodClass::kAbstinence: return true;
-        case MethodClass::kPrimary: ++primary; break;
-        case MethodClass::kSecondary: ++secondary; break;
-        case MethodClass::kUserIndependent: ++independent; break;
-        case MethodClass::kUserDependent: ++dependent; break;
+        case MethodClass::kAbstinence:
+          return true;
+        case MethodClass::kPrimary:
+          ++primary;
+          break;
+        case MethodClass::kSecondary:
+          ++secondary;
+          break;
+        case MethodClass::kUserIndependent:
+          ++independent;
+          break;
+        case MethodClass::kUserDependent:
+          ++dependent;
+          break;
         case MethodClass::kBarrier:
           ++dependent;
           ++barrier;
           break;
-        case MethodClass::kNotAcceptable: break;
+        case MethodClass::kNotAcceptable:
+          break;
       }
     }
     switch (p_.contraception.rule) {
@@ -332,8 +342,9 @@ class Authorizer {
         why = "two forms used together, at least one of them primary, or abstinence";
         return primary >= 1 && primary + secondary >= 2;
       case ContraceptionRule::kOneIndependentOrTwoDependentWithBarrier:
-        why = "one user-independent method, or two user-dependent methods including a barrier, "
-              "or abstinence";
+        why =
+            "one user-independent method, or two user-dependent methods including a barrier, "
+            "or abstinence";
         return independent >= 1 || (dependent >= 2 && barrier >= 1);
     }
     return false;
@@ -357,19 +368,18 @@ class Authorizer {
     const Event& a = t_.at_pos(latest);
     std::string why;
     if (!MethodsSuffice(a.methods, why)) {
-      Deny("CONTRACEPTION_INSUFFICIENT", "The methods confirmed on " +
-                                             t_.date_at(latest).ToString() + " (" +
-                                             MethodList(a.methods) + ") do not meet " + p_.title +
-                                             ": it requires " + why + ".");
+      Deny("CONTRACEPTION_INSUFFICIENT",
+           "The methods confirmed on " + t_.date_at(latest).ToString() + " (" +
+               MethodList(a.methods) + ") do not meet " + p_.title + ": it requires " + why + ".");
       return;
     }
     if (t_.first_prescription && t_.today - a.date < p_.contraception.lead_in_days) {
-      Deny("CONTRACEPTION_LEAD_IN",
-           "The contraception in use since " + a.date.ToString() + " has been used for " +
-               std::to_string(t_.today - a.date) + " days; at least " +
-               std::to_string(p_.contraception.lead_in_days) +
-               " days are needed before the first dispense (from " +
-               (a.date + p_.contraception.lead_in_days).ToString() + ").");
+      Deny("CONTRACEPTION_LEAD_IN", "The contraception in use since " + a.date.ToString() +
+                                        " has been used for " + std::to_string(t_.today - a.date) +
+                                        " days; at least " +
+                                        std::to_string(p_.contraception.lead_in_days) +
+                                        " days are needed before the first dispense (from " +
+                                        (a.date + p_.contraception.lead_in_days).ToString() + ").");
     }
   }
 
@@ -400,14 +410,14 @@ class Authorizer {
                                               : p_.monthly.counseling_cannot_get_pregnant;
     bool ok = true;
     switch (rule) {
-      case CounselingRule::kNone: return;
+      case CounselingRule::kNone:
+        return;
       case CounselingRule::kSincePreviousDispense:
         ok = HasSincePrevious(EventType::kVisit, true);
         break;
       case CounselingRule::kAtAnyTime:
-        ok = std::any_of(t_.events.begin(), t_.events.end(), [](const Event* e) {
-          return e->type == EventType::kVisit && e->flag;
-        });
+        ok = std::any_of(t_.events.begin(), t_.events.end(),
+                         [](const Event* e) { return e->type == EventType::kVisit && e->flag; });
         break;
     }
     if (!ok) {
@@ -429,35 +439,37 @@ class Authorizer {
       if (t_.at_pos(i).type == EventType::kVisit) v = i;
     }
     if (v == kNone) {
-      Deny("VISIT_WINDOW_EXPIRED",
-           "No prescriber visit is recorded" +
-               std::string(t_.first_prescription
-                               ? ""
-                               : " since the last dispense on " +
-                                     t_.date_at(t_.previous_dispense).ToString()) +
-               "; the prescription can be dispensed within " + std::to_string(*days) +
-               " days of a visit.");
+      Deny(
+          "VISIT_WINDOW_EXPIRED",
+          "No prescriber visit is recorded" +
+              std::string(t_.first_prescription ? ""
+                                                : " since the last dispense on " +
+                                                      t_.date_at(t_.previous_dispense).ToString()) +
+              "; the prescription can be dispensed within " + std::to_string(*days) +
+              " days of a visit.");
       return;
     }
     Instant end = cursor_.EndOfDay(t_.date_at(v) + (*days - 1));
     if (t_.at > end) {
-      Deny("VISIT_WINDOW_EXPIRED", "The " + std::to_string(*days) + "-day window from the visit on " +
-                                       t_.date_at(v).ToString() + " closed at " + EndText(end) +
-                                       "; a new visit is needed.");
+      Deny("VISIT_WINDOW_EXPIRED", "The " + std::to_string(*days) +
+                                       "-day window from the visit on " + t_.date_at(v).ToString() +
+                                       " closed at " + EndText(end) + "; a new visit is needed.");
     } else {
       Window(end);
     }
   }
 
   void CheckPrescriptionWindow() {
-    const auto& days = t_.CanGetPregnant() ? p_.windows.prescription_window_days_can_get_pregnant
-                                           : p_.windows.prescription_window_days_cannot_get_pregnant;
+    const auto& days = t_.CanGetPregnant()
+                           ? p_.windows.prescription_window_days_can_get_pregnant
+                           : p_.windows.prescription_window_days_cannot_get_pregnant;
     if (!days) return;
     Instant end = cursor_.EndOfDay(rx_date_ + (*days - 1));
     if (t_.at > end) {
-      Deny("PRESCRIPTION_WINDOW_EXPIRED",
-           "The prescription written " + rx_date_.ToString() + " could be dispensed until " +
-               EndText(end) + " (" + std::to_string(*days) + " days); a new prescription is needed.");
+      Deny("PRESCRIPTION_WINDOW_EXPIRED", "The prescription written " + rx_date_.ToString() +
+                                              " could be dispensed until " + EndText(end) + " (" +
+                                              std::to_string(*days) +
+                                              " days); a new prescription is needed.");
     } else {
       Window(end);
     }
@@ -502,9 +514,8 @@ class Authorizer {
     if (p_.forms.second_prescriber_under_age) {
       int age = t_.record->patient.birth_date.YearsUntil(t_.today);
       if (age < *p_.forms.second_prescriber_under_age &&
-          std::none_of(t_.events.begin(), t_.events.end(), [](const Event* e) {
-            return e->type == EventType::kSecondPrescriber;
-          })) {
+          std::none_of(t_.events.begin(), t_.events.end(),
+                       [](const Event* e) { return e->type == EventType::kSecondPrescriber; })) {
         Deny("SECOND_PRESCRIBER_MISSING",
              "The patient is " + std::to_string(age) + " (under " +
                  std::to_string(*p_.forms.second_prescriber_under_age) +

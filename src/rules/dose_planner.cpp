@@ -48,8 +48,8 @@ Result<DosePlan> PlanDose(const Knowledge& knowledge, const DosePlanRequest& req
                                FormatNumber(request.mg_per_kg_day),
                            "--mg-per-kg");
   }
-  double low = request.target_low_mg_per_kg.value_or(
-      knowledge.treatment.default_target_mg_per_kg[0]);
+  double low =
+      request.target_low_mg_per_kg.value_or(knowledge.treatment.default_target_mg_per_kg[0]);
   if (!(low > 0 && low <= 1000)) {
     return Error::BadInput("must be in (0, 1000] mg/kg, got " + FormatNumber(low),
                            "--target-mg-per-kg");

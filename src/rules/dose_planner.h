@@ -18,8 +18,8 @@ struct DosePlanRequest {
 };
 
 struct DosePlan {
-  std::vector<double> doses_mg;                // larger first
-  std::vector<std::vector<double>> capsules;   // strengths per dose, larger first
+  std::vector<double> doses_mg;               // larger first
+  std::vector<std::vector<double>> capsules;  // strengths per dose, larger first
   double daily_mg = 0;
   double mg_per_kg_day = 0;
   bool take_with_food = true;

@@ -101,8 +101,8 @@ class DueLister {
     const LocalDate due = t_.date_at(t_.previous_dispense) + d_.monthly_interval_days;
     if (can && d_.pregnancy_test_monthly) Add("PREGNANCY_TEST", due);
     if (can && p_.monthly.comprehension_can_get_pregnant) Add("COMPREHENSION", due);
-    CounselingRule rule = can ? p_.monthly.counseling_can_get_pregnant
-                              : p_.monthly.counseling_cannot_get_pregnant;
+    CounselingRule rule =
+        can ? p_.monthly.counseling_can_get_pregnant : p_.monthly.counseling_cannot_get_pregnant;
     if (rule == CounselingRule::kSincePreviousDispense) Add("COUNSELING_VISIT", due);
   }
 
@@ -142,8 +142,6 @@ class DueLister {
 
 }  // namespace
 
-void ListDue(const Timeline& t, std::vector<DueItem>& out) {
-  DueLister(t, out).Run();
-}
+void ListDue(const Timeline& t, std::vector<DueItem>& out) { DueLister(t, out).Run(); }
 
 }  // namespace isoguard::detail

@@ -9,9 +9,12 @@ namespace isoguard {
 
 std::string_view ToString(TreatmentState s) {
   switch (s) {
-    case TreatmentState::kNotStarted: return "not_started";
-    case TreatmentState::kInTreatment: return "in_treatment";
-    case TreatmentState::kEnded: return "ended";
+    case TreatmentState::kNotStarted:
+      return "not_started";
+    case TreatmentState::kInTreatment:
+      return "in_treatment";
+    case TreatmentState::kEnded:
+      return "ended";
   }
   return "?";
 }
@@ -19,8 +22,9 @@ std::string_view ToString(TreatmentState s) {
 namespace detail {
 
 const Timeline::PrescriptionInfo* Timeline::FindPrescription(std::string_view id) const {
-  auto it = std::lower_bound(prescriptions.begin(), prescriptions.end(), id,
-                             [](const PrescriptionInfo& p, std::string_view x) { return p.id < x; });
+  auto it =
+      std::lower_bound(prescriptions.begin(), prescriptions.end(), id,
+                       [](const PrescriptionInfo& p, std::string_view x) { return p.id < x; });
   return it != prescriptions.end() && it->id == id ? &*it : nullptr;
 }
 
@@ -104,11 +108,15 @@ void BuildTimeline(const Rulebook& rulebook, const Record& record, const Program
   for (int i = 0; i < n; ++i) {
     const Event& e = t.at_pos(i);
     switch (e.type) {
-      case EventType::kCategoryChange: t.category = e.category; break;
+      case EventType::kCategoryChange:
+        t.category = e.category;
+        break;
       case EventType::kEnrollment:
         if (t.first_enrollment == kNone) t.first_enrollment = i;
         break;
-      case EventType::kTreatmentEnd: t.latest_treatment_end = i; break;
+      case EventType::kTreatmentEnd:
+        t.latest_treatment_end = i;
+        break;
       case EventType::kPrescriptionCancel: {
         auto* p = const_cast<Timeline::PrescriptionInfo*>(t.FindPrescription(e.ref));
         if (p != nullptr) p->cancelled = true;
@@ -122,7 +130,8 @@ void BuildTimeline(const Rulebook& rulebook, const Record& record, const Program
         t.dispenses.push_back(i);
         break;
       }
-      default: break;
+      default:
+        break;
     }
   }
   for (int d : t.dispenses) {
@@ -161,10 +170,9 @@ Result<Evaluation> Evaluate(const Rulebook& rulebook, const Record& record,
   } else {
     program = detail::SelectProgram(rulebook, record.patient.jurisdiction, options.at);
     if (program == nullptr) {
-      return Error::NotFound(
-          "no program is defined for jurisdiction " +
-              std::string(ToString(record.patient.jurisdiction)),
-          "patient.jurisdiction");
+      return Error::NotFound("no program is defined for jurisdiction " +
+                                 std::string(ToString(record.patient.jurisdiction)),
+                             "patient.jurisdiction");
     }
   }
 

@@ -94,7 +94,7 @@ struct ProgramForms {
   bool risk_acknowledgement_can_get_pregnant = false;
   bool risk_acknowledgement_cannot_get_pregnant = false;
   int32_t risk_acknowledgement_valid_months = 12;
-  std::vector<AssessmentKind> baseline_assessments;  // UK: before the first prescription
+  std::vector<AssessmentKind> baseline_assessments;    // UK: before the first prescription
   std::optional<int32_t> second_prescriber_under_age;  // UK 2023: under 18
 };
 
@@ -161,16 +161,16 @@ struct Threshold {
 
 // knowledge/labs.toml: one alert family (TG; TC; ALT+AST judged together).
 struct LabFamily {
-  std::string name;              // "triglycerides"
-  std::vector<LabTest> tests;    // TG; or ALT and AST
-  bool relative_to_uln = false;  // thresholds are multiples of the ULN
-  double default_uln = 0;        // U/L, when a result carries none
+  std::string name;                     // "triglycerides"
+  std::vector<LabTest> tests;           // TG; or ALT and AST
+  bool relative_to_uln = false;         // thresholds are multiples of the ULN
+  double default_uln = 0;               // U/L, when a result carries none
   std::optional<double> mmol_to_mg_dl;  // conversion factor for mmol/L results
   Threshold warning;
   Threshold critical;
-  std::string warning_code;   // "TG_HIGH"
-  std::string critical_code;  // "TG_CRITICAL"
-  std::string warning_advice;   // what to do, shown in the alert's message
+  std::string warning_code;    // "TG_HIGH"
+  std::string critical_code;   // "TG_CRITICAL"
+  std::string warning_advice;  // what to do, shown in the alert's message
   std::string critical_advice;
 };
 
