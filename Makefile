@@ -1,6 +1,7 @@
 # isoguard — the two commands of the README, and a few helpers.
 #   make demo   install dependencies, build, and show the engine on the shipped examples
 #   make test   install dependencies, build (release and ASan+UBSan), run every test
+SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 BUILD := build/release
 BUILD_SAN := build/sanitize
@@ -35,6 +36,15 @@ demo: build
 	@echo
 	@echo "== isoguard dose --weight-kg 58.5 --mg-per-kg 0.5"
 	@$(ISOGUARD) dose --weight-kg 58.5 --mg-per-kg 0.5
+	@echo
+	@echo "== isoguard interactions 'Doxycycline 100 mg' 'St. John's Wort' prednisone"
+	@$(ISOGUARD) interactions "Doxycycline 100 mg" "St. John's Wort" prednisone
+	@echo
+	@echo "== a synthetic cohort of 100,000 patients, evaluated in batch on every core"
+	@$(ISOGUARD) synth --patients 100000 --seed 1 > $(BUILD)/demo-cohort.ndjson
+	@time -p $(ISOGUARD) evaluate --batch $(BUILD)/demo-cohort.ndjson --at 2026-11-01T12:00:00Z \
+	  > $(BUILD)/demo-results.ndjson
+	@echo "results: $(BUILD)/demo-results.ndjson ($$(grep -c '"decision":"authorized"' $(BUILD)/demo-results.ndjson) authorized, $$(grep -c '"decision":"denied"' $(BUILD)/demo-results.ndjson) denied)"
 
 test-san: build-san
 	@cd $(BUILD_SAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
