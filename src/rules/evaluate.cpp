@@ -123,9 +123,10 @@ void BuildTimeline(const Rulebook& rulebook, const Record& record, const Program
         break;
       }
       case EventType::kDispense: {
-        // A dispense whose prescription was withdrawn (or is not yet recorded) is ignored.
+        // A dispense whose prescription was withdrawn — entered in error, or cancelled before
+        // the dispense — is ignored; a prescription cancelled later keeps its dispenses.
         auto* p = const_cast<Timeline::PrescriptionInfo*>(t.FindPrescription(e.ref));
-        if (p == nullptr || p->pos > i) break;
+        if (p == nullptr || p->pos > i || p->cancelled) break;
         p->dispensed = true;
         t.dispenses.push_back(i);
         break;
