@@ -44,7 +44,8 @@ struct Fixture {
   uint64_t synth_index = 0;
 };
 
-// The batch workers' first block for a record's JSON tree (src/cli/batch.cpp).
+// The first block of a record's DOM in the DOM benchmarks (the size batch workers used when
+// they built one).
 constexpr size_t kArenaBytes = size_t{256} << 10;
 
 [[noreturn]] void Die(const std::string& message) {
@@ -120,7 +121,8 @@ void BM_Parse(benchmark::State& state) {
 }
 BENCHMARK(BM_Parse);
 
-// Boost.JSON's share of BM_Parse: the DOM alone, with the batch's reused parser and arena.
+// A Boost.JSON DOM of the record alone, with a reused parser and arena. ParseRecord no longer
+// builds one (it reads the text with a SAX parser); this is what a DOM costs, for comparison.
 void BM_JsonDom(benchmark::State& state) {
   const Fixture& f = TheFixture();
   boost::json::parser parser;
@@ -165,7 +167,8 @@ void BM_ParseAndEvaluate(benchmark::State& state) {
 }
 BENCHMARK(BM_ParseAndEvaluate);
 
-// The same as a batch worker does it: a reused parser and arena, then ParseRecordObject.
+// The same through a DOM: a reused parser and arena, then ParseRecordObject (the path for
+// callers that hold a DOM already; batch took it before it read lines with ParseRecord).
 void BM_ParseAndEvaluateReusedParser(benchmark::State& state) {
   const Fixture& f = TheFixture();
   boost::json::parser parser;

@@ -1,9 +1,6 @@
 #include "cli/batch.h"
 
 #include <algorithm>
-#include <boost/json/monotonic_resource.hpp>
-#include <boost/json/parser.hpp>
-#include <boost/json/value.hpp>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -21,6 +18,7 @@
 
 #include "cli/cli.h"
 #include "core/json_writer.h"
+#include "domain/detail/record_text.h"
 
 namespace isoguard {
 namespace {
@@ -31,8 +29,6 @@ namespace {
 constexpr size_t kChunkTargetBytes = size_t{512} << 10;
 constexpr size_t kChunkMaxLines = 2048;
 constexpr size_t kReadBlockBytes = size_t{1} << 20;
-// Each worker's first block for a record's JSON tree; bigger records spill to the heap.
-constexpr size_t kParseArenaBytes = size_t{256} << 10;
 
 struct Line {
   uint64_t number = 0;  // 1-based, counting every line of the file
@@ -78,55 +74,29 @@ bool IsBlank(std::string_view text) {
                      [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; });
 }
 
-// The record's patient id when the line is a JSON object carrying a usable one.
-const boost::json::string* PatientIdOf(const boost::json::value& doc, size_t max_chars) {
-  const auto* record = doc.if_object();
-  if (record == nullptr) return nullptr;
-  const auto* patient = record->if_contains("patient");
-  if (patient == nullptr || !patient->is_object()) return nullptr;
-  const auto* id = patient->get_object().if_contains("id");
-  if (id == nullptr || !id->is_string()) return nullptr;
-  const auto& s = id->get_string();
-  if (s.empty() || s.size() > max_chars * 4) return nullptr;  // 4: UTF-8 bytes per character
-  return &s;
-}
-
-// One worker's reusable parsing state.
+// Evaluates one line at a time. Parsing keeps its reusable state per thread (ParseRecordText),
+// so a worker holds nothing of its own.
 class LineEvaluator {
  public:
   LineEvaluator(const Rulebook& rulebook, const BatchOptions& options)
-      : rulebook_(rulebook), options_(options), arena_(new unsigned char[kParseArenaBytes]) {}
+      : rulebook_(rulebook), options_(options) {}
 
   void Evaluate(std::string_view text, uint64_t line_number, Chunk& chunk) {
     if (IsBlank(text)) return;  // like an empty line: no record, no result
-    // The JSON tree lives in a monotonic arena that starts in this worker's block: parsing
-    // a record allocates nothing from the heap in the usual case.
-    boost::json::monotonic_resource arena(arena_.get(), kParseArenaBytes);
-    // Detach the parser from the arena before the arena goes, whatever happens below.
-    struct Detach {
-      boost::json::parser& parser;
-      ~Detach() { parser.reset(); }
-    } detach{parser_};
-    parser_.reset(&arena);
-    boost::system::error_code ec;
-    parser_.write(text.data(), text.size(), ec);
-    if (ec) {
-      AppendErrorLine(chunk.results, nullptr, line_number, "not valid JSON: " + ec.message());
-      ++chunk.result_count;
-      return;
-    }
-    const boost::json::value doc = parser_.release();
-    if (!doc.is_object()) {
-      AppendErrorLine(chunk.results, nullptr, line_number, "a record must be a JSON object");
-      ++chunk.result_count;
-      return;
-    }
-    auto record = ParseRecordObject(doc.get_object(), options_.parse);
+    detail::RecordTextFailure failure;
+    auto record = detail::ParseRecordText(text, options_.parse, detail::kRecordMaxDepth, &failure);
     if (!record.ok()) {
-      const boost::json::string* id = PatientIdOf(doc, options_.parse.limits.max_string_chars);
-      const std::string patient = id != nullptr ? std::string(id->data(), id->size()) : "";
-      AppendErrorLine(chunk.results, id != nullptr ? &patient : nullptr, line_number,
-                      record.error().ToString());
+      using Stage = detail::RecordTextFailure::Stage;
+      if (failure.stage == Stage::kNotJson) {
+        AppendErrorLine(chunk.results, nullptr, line_number,
+                        "not valid JSON: " + failure.json_error);
+      } else if (failure.stage == Stage::kNotAnObject) {
+        AppendErrorLine(chunk.results, nullptr, line_number, "a record must be a JSON object");
+      } else {
+        // A malformed record still names its patient when it carries a usable id.
+        AppendErrorLine(chunk.results, failure.patient_id ? &*failure.patient_id : nullptr,
+                        line_number, record.error().ToString());
+      }
       ++chunk.result_count;
       return;
     }
@@ -147,8 +117,6 @@ class LineEvaluator {
  private:
   const Rulebook& rulebook_;
   const BatchOptions& options_;
-  std::unique_ptr<unsigned char[]> arena_;
-  boost::json::parser parser_;
 };
 
 // The reader, the workers and the writer, and the queues between them. A chunk is "in flight"

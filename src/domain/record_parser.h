@@ -38,4 +38,11 @@ Result<Record> ParseRecord(std::string_view json, const ParseOptions& options);
 // The same from an already-parsed JSON object (used by batch and, later, the service).
 Result<Record> ParseRecordObject(const boost::json::object& object, const ParseOptions& options);
 
+// One part of a record in JSON text, checked exactly as ParseRecord checks it: the patient
+// object (errors name "patient.birth_date"), or one event (`index` names it in errors:
+// "events[3].kg"). For the event store, which validates a record one entry at a time; the
+// checks across events (unique ids, a dispense naming a prescription) are the caller's.
+Result<Patient> ParsePatientJson(std::string_view json, const RecordLimits& limits);
+Result<Event> ParseEventJson(std::string_view json, size_t index, const ParseOptions& options);
+
 }  // namespace isoguard

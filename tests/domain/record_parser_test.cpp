@@ -7,12 +7,16 @@
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
+#include <cctype>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "domain/detail/record_text.h"
 
 namespace isoguard {
 namespace {
@@ -1354,6 +1358,381 @@ TEST(RecordFixturesTest, EveryMalformedFixtureIsRejectedWhereItSays) {
     ++count;
   }
   EXPECT_GE(count, 5u);
+}
+
+// ===========================================================================================
+// Reading the text: escapes, strings in parts, unknown and nested fields, repeated keys, depth,
+// and the order in which errors are found. ParseRecord reads the text with a SAX parser; these
+// pin down that it reads it as a Boost.JSON DOM would.
+// ===========================================================================================
+
+// Every ASCII letter and digit of `s` written as a \uXXXX escape.
+std::string Escaped(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned char>(c));
+    out += std::isalnum(static_cast<unsigned char>(c)) ? std::string(buf) : std::string(1, c);
+  }
+  return out;
+}
+
+// A record of the background events and `event` as events[3], with `event` exactly as written
+// (WithEvent goes through a DOM, which would undo escapes and repeated keys).
+std::string WithRawEvent(std::string_view event) {
+  std::string text = R"({"patient": )" + std::string(kPatient) + R"(, "events": [)";
+  for (std::string_view e : kBackground) text += std::string(e) + ", ";
+  return text + std::string(event) + "]}";
+}
+
+// The same record read from its text and from a DOM of it: both give the same answer.
+::testing::AssertionResult TextAndDomAgree(std::string_view text) {
+  auto from_text = Parse(text);
+  boost::system::error_code ec;
+  json::parse_options options;
+  options.max_depth = 64;
+  json::value dom = json::parse(text, ec, {}, options);
+  if (ec || !dom.is_object()) {
+    if (from_text.ok()) return ::testing::AssertionFailure() << "text accepted, DOM refused";
+    return ::testing::AssertionSuccess();
+  }
+  auto from_dom = ParseRecordObject(dom.get_object(), {});
+  if (from_text.ok() != from_dom.ok()) {
+    return ::testing::AssertionFailure()
+           << "text " << (from_text.ok() ? "ok" : from_text.error().ToString()) << ", DOM "
+           << (from_dom.ok() ? "ok" : from_dom.error().ToString());
+  }
+  if (!from_text.ok() && (from_text.error().field != from_dom.error().field ||
+                          from_text.error().message != from_dom.error().message)) {
+    return ::testing::AssertionFailure()
+           << "text: " << from_text.error().ToString() << "; DOM: " << from_dom.error().ToString();
+  }
+  if (from_text.ok() && from_text->events.size() != from_dom->events.size()) {
+    return ::testing::AssertionFailure() << "different event counts";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+TEST(RecordTextTest, EscapedKeysAndStringsReadAsWritten) {
+  const std::string text =
+      R"({"p\u0061tient": {"id": "p-\u00e9\"1\"", "birth_date": "2007-05-14",)"
+      R"( "jurisdiction": "U\u0053", "category": "can_get_pregnant"},)"
+      R"( "events": [{")" +
+      Escaped("type") + R"(": "medication", "at": "2026-09-02T09:00:00Z", ")" + Escaped("name") +
+      R"(": "Doxy\u0063ycline \/ 100\tmg", "action": ")" + Escaped("start") + R"("},)" +
+      // Strings that begin with an escape arrive whole from the parser's buffer, which the next
+      // escaped string reuses: each must be kept apart.
+      R"( {"type": "medication", "at": "2026-09-03T09:00:00Z", "name": "\u0041spirin",)" +
+      R"( "atc": "\u0042\u0030\u0031AC06", "action": "stop", "id": "\u0065-2"}]})";
+  auto r = Parse(text);
+  ASSERT_TRUE(Parses(r));
+  EXPECT_EQ(r->patient.id, "p-\u00e9\"1\"");
+  EXPECT_EQ(r->patient.jurisdiction, Jurisdiction::kUS);
+  ASSERT_EQ(r->events.size(), 2u);
+  EXPECT_EQ(r->events[0].type, EventType::kMedication);
+  EXPECT_EQ(r->events[0].name, "Doxycycline / 100\tmg");
+  EXPECT_EQ(r->events[0].action, MedicationAction::kStart);
+  EXPECT_EQ(r->events[1].name, "Aspirin");
+  EXPECT_EQ(r->events[1].atc, "B01AC06");
+  EXPECT_EQ(r->events[1].id, "e-2");
+  EXPECT_TRUE(TextAndDomAgree(text));
+}
+
+// Escaped strings reach the handler in parts (the text before the first escape, then the
+// parser's buffer, flushed every 4 KiB); the parts make one string, checked as one.
+TEST(RecordTextTest, StringsInPartsAreJoinedAndCounted) {
+  auto medication = [](const std::string& name_json) {
+    return WithRawEvent(R"({"type": "medication", "at": "2026-09-02T09:00:00Z", "action": "stop",
+                            "name": ")" +
+                        name_json + "\"}");
+  };
+  // 1,000 characters of 4 bytes each, written as surrogate-pair escapes: 4,000 bytes.
+  const std::string emoji = "\\ud83d\\ude00";
+  auto at_limit = Parse(medication("ab" + Repeat(emoji, 998)));
+  ASSERT_TRUE(Parses(at_limit));
+  EXPECT_EQ(ByIndex(*at_limit, 3)->name, "ab" + Repeat("\U0001F600", 998));
+  // 1,100 characters, 4,400 bytes: more than the parser's buffer holds at once.
+  EXPECT_TRUE(IsMalformed(Parse(medication("ab" + Repeat(emoji, 1098))), "events[3].name",
+                          "longer than 1000 characters"));
+  EXPECT_TRUE(IsMalformed(Parse(medication(Repeat("\\u00e9", 1001))), "events[3].name",
+                          "longer than 1000 characters"));
+  // An escaped code value is the code.
+  auto test = Parse(WithRawEvent(R"({"type": "pregnancy_test", "collected_at":
+      "2026-09-01T08:00:00Z", "result": "neg\u0061tive", "setting": "\u006fffice",
+      "specimen": "urine"})"));
+  ASSERT_TRUE(Parses(test));
+  EXPECT_EQ(ByIndex(*test, 3)->setting, TestSetting::kOffice);
+  // An unknown field of many kilobytes of escapes is skipped.
+  EXPECT_TRUE(Parses(Parse(WithRawEvent(R"({"type": "weight", "at": "2026-09-02T09:00:00Z",
+      "kg": 60, "note": "x)" + Repeat("\\u00e9\\n", 5000) +
+                                        "\"}"))));
+}
+
+TEST(RecordTextTest, UnknownFieldsAreSkippedAtAnyDepth) {
+  const std::string nested = R"({"a": [1, [2, [3, {"type": "lab", "kg": -1}]]], "b": {"c": null}})";
+  const std::string text =
+      R"({"x": )" + nested + R"(, "patient": {"id": "p-1", "note": )" + nested +
+      R"(, "birth_date": "2007-05-14", "jurisdiction": "US",
+      "category": "can_get_pregnant"}, "events": [{"type": "weight", "extra": )" +
+      nested + R"(, "at": "2026-09-02T09:00:00Z", "kg": 60}], "y": )" + nested + "}";
+  auto r = Parse(text);
+  ASSERT_TRUE(Parses(r));
+  EXPECT_EQ(r->events[0].kg, 60);
+  EXPECT_TRUE(TextAndDomAgree(text));
+}
+
+// Nesting up to 64 levels is JSON the parser reads; deeper is not, as with a DOM of depth 64.
+TEST(RecordTextTest, NestingDepthIsLimitedTo64) {
+  auto nested = [](size_t depth) {  // the root object is level 1
+    return R"({"patient": )" + std::string(kPatient) + R"(, "events": [], "deep": )" +
+           std::string(depth - 1, '[') + std::string(depth - 1, ']') + "}";
+  };
+  EXPECT_TRUE(Parses(Parse(nested(64))));
+  EXPECT_TRUE(IsMalformed(Parse(nested(65)), "record", "not valid JSON"));
+  for (size_t depth : std::vector<size_t>{2, 32, 33, 63, 64, 65, 66}) {
+    SCOPED_TRACE(depth);
+    EXPECT_TRUE(TextAndDomAgree(nested(depth)));
+  }
+}
+
+// A key repeated in one object: the last one counts, as in a Boost.JSON DOM.
+TEST(RecordTextTest, RepeatedKeysKeepTheLast) {
+  auto weight = [](std::string_view kg_pairs) {
+    return WithRawEvent(std::string(R"({"type": "weight", "at": "2026-09-02T09:00:00Z", )") +
+                        std::string(kg_pairs) + "}");
+  };
+  auto r = Parse(weight(R"("kg": -1, "kg": 60)"));
+  ASSERT_TRUE(Parses(r));
+  EXPECT_EQ(ByIndex(*r, 3)->kg, 60);
+  EXPECT_TRUE(IsMalformed(Parse(weight(R"("kg": 60, "kg": -1)")), "events[3].kg", "(0, 500]"));
+  EXPECT_TRUE(IsMalformed(Parse(weight(R"("kg": 60, "kg": null)")), "events[3].kg",
+                          "required field is missing"));
+  EXPECT_TRUE(IsMalformed(Parse(weight(R"("kg": 60, "kg": [1])")), "events[3].kg",
+                          "must be a number, got an array"));
+
+  const std::string patients =
+      R"({"patient": {"id": "first"}, "events": [], "patient": )" + std::string(kPatient) + "}";
+  auto last_patient = Parse(patients);
+  ASSERT_TRUE(Parses(last_patient));
+  EXPECT_EQ(last_patient->patient.id, "p-0001");
+  const std::string events = R"({"patient": )" + std::string(kPatient) +
+                             R"(, "events": [1, 2, 3], "events": [{"type": "weight",
+      "at": "2026-09-02T09:00:00Z", "kg": 60}]})";
+  auto last_events = Parse(events);
+  ASSERT_TRUE(Parses(last_events));
+  EXPECT_EQ(last_events->events.size(), 1u);
+  // Repeated list fields and repeated keys of the patient, too.
+  auto twice = Parse(WithRawEvent(R"({"type": "prescription", "id": "rx-2", "doses_mg": [999],
+      "at": "2026-09-02T09:00:00Z", "product": "generic", "doses_mg": [10, 20], "days_supply": 30,
+      "refills": 0, "id": "rx-3"})"));
+  ASSERT_TRUE(Parses(twice));
+  EXPECT_EQ(ByIndex(*twice, 3)->DailyMg(), 30);
+  EXPECT_EQ(ByIndex(*twice, 3)->id, "rx-3");
+  const std::string patient_keys =
+      R"({"patient": {"id": "p-1", "birth_date": "2007-05-14", "jurisdiction": "XX",
+          "category": "can_get_pregnant", "jurisdiction": "UK"}, "events": []})";
+  auto uk = Parse(patient_keys);
+  ASSERT_TRUE(Parses(uk));
+  EXPECT_EQ(uk->patient.jurisdiction, Jurisdiction::kUK);
+  for (const std::string& text : {weight(R"("kg": -1, "kg": 60)"),
+                                  weight(R"("kg": 60, "kg": null)"), patients, events, patient_keys,
+                                  std::string(R"({"patient": )") + std::string(kPatient) +
+                                      R"(, "events": [], "patient": null})"}) {
+    EXPECT_TRUE(TextAndDomAgree(text)) << text;
+  }
+}
+
+// The whole text is JSON before any field is judged, and the patient before the events,
+// wherever they are in the text; past the events limit, nothing else changes that.
+TEST(RecordTextTest, ErrorsComeInTheOrderOfTheChecksNotOfTheText) {
+  std::string many = EnrollmentEvents(10001);
+  // Invalid JSON after 10,001 events: a JSON error, not the events limit.
+  EXPECT_TRUE(
+      IsMalformed(Parse(many.substr(0, many.size() - 1) + ", }"), "record", "not valid JSON"));
+  // A broken patient after the events: the patient's error first.
+  const std::string events_first =
+      R"({"events": [{"type": "weight"}], "patient": {"id": "p-1", "birth_date": "1899-01-01",
+          "jurisdiction": "US", "category": "can_get_pregnant"}})";
+  EXPECT_TRUE(IsMalformed(Parse(events_first), "patient.birth_date", "1899"));
+  // 10,001 events, then a patient that is no object: the patient's error.
+  const std::string events_part = many.substr(many.find(R"("events")"));
+  EXPECT_TRUE(
+      IsMalformed(Parse("{" + events_part.substr(0, events_part.size() - 1) + R"(, "patient": 7})"),
+                  "patient", "got a number"));
+}
+
+// Events are built in time order, but the error named is the first in the file's order, and
+// within an event the first in the order its fields are checked.
+TEST(RecordTextTest, FirstMalformedEventInFileOrderIsNamed) {
+  json::array events;
+  events.push_back(Object(R"({"type": "weight", "at": "2026-09-10T09:00:00Z", "kg": -1})"));
+  events.push_back(Object(R"({"type": "weight", "at": "2026-09-01T09:00:00Z", "kg": -2})"));
+  events.push_back(Object(R"({"type": "weigh", "at": "2026-08-01T09:00:00Z"})"));
+  events.push_back(Object(R"({"type": "visit", "at": "not a time"})"));
+  const std::string text = RecordText(Object(kPatient), events);
+  EXPECT_TRUE(IsMalformed(Parse(text), "events[0].kg", "-1"));
+  EXPECT_TRUE(TextAndDomAgree(text));
+  events.erase(events.begin());
+  EXPECT_TRUE(IsMalformed(Parse(RecordText(Object(kPatient), events)), "events[0].kg", "-2"));
+  events.erase(events.begin());
+  EXPECT_TRUE(IsMalformed(Parse(RecordText(Object(kPatient), events)), "events[0].type", "weigh"));
+  // Within an event: the type before the id before the time.
+  EXPECT_TRUE(IsMalformed(Parse(WithEvent(R"({"type": 1, "id": 2, "at": 3})")), "events[3].type",
+                          "got a number"));
+  EXPECT_TRUE(IsMalformed(Parse(WithEvent(R"({"type": "visit", "id": 2, "at": 3})")),
+                          "events[3].id", "got a number"));
+}
+
+// Events far out of order (past the insertion sort's budget) still come out in time order,
+// ties in file order.
+TEST(RecordTextTest, ManyEventsInReverseOrderAreSorted) {
+  json::array events;
+  for (int i = 0; i < 300; ++i) {
+    const int day = 28 - (i / 2) % 28;  // pairs of equal times, descending
+    const int month = 12 - i / 56;
+    char at[32];
+    std::snprintf(at, sizeof at, "2026-%02d-%02dT09:00:00Z", month, day);
+    json::object e = Object(R"({"type": "weight", "kg": 60})");
+    e["at"] = at;
+    e["id"] = "w" + std::to_string(i);
+    events.push_back(e);
+  }
+  auto r = Parse(RecordText(Object(kPatient), events));
+  ASSERT_TRUE(Parses(r));
+  ASSERT_EQ(r->events.size(), 300u);
+  for (size_t i = 1; i < r->events.size(); ++i) {
+    const Event& a = r->events[i - 1];
+    const Event& b = r->events[i];
+    ASSERT_TRUE(a.at < b.at || (a.at == b.at && a.index < b.index)) << i;
+  }
+}
+
+// Times and dates in their usual spelling are read by a fast path; every spelling must give
+// what ParseOffsetTime and ParseDateOrTime give, errors included.
+TEST(RecordTextTest, TimesReadAsTheGeneralParserReadsThem) {
+  std::vector<std::string> times;
+  for (const char* date : {"1900-01-01", "1900-02-28", "1900-02-29", "1999-12-31", "2000-02-29",
+                           "2024-02-29", "2026-02-29", "2026-04-31", "2026-12-31", "2100-02-28",
+                           "2100-02-29", "2100-12-31", "2101-01-01", "1899-12-31", "2026-00-10",
+                           "2026-13-01", "2026-01-00", "2026-1-01", "20x6-01-01"}) {
+    for (const char* clock : {"T00:00:00", "T23:59:59", "T24:00:00", "T12:60:00", "T12:00:60",
+                              "t12:00:00", "T12:00", "T12:00:00.5", "T1:00:00"}) {
+      for (const char* offset : {"Z", "z", "+00:00", "-12:00", "+14:00", "+05:30", "-04:00",
+                                 "+24:00", "+05:60", "+0530", "", "+5:30"}) {
+        times.push_back(std::string(date) + clock + offset);
+      }
+    }
+    times.push_back(date);
+  }
+  for (const std::string& at : times) {
+    SCOPED_TRACE(at);
+    json::object visit = Object(R"({"type": "visit", "counseled": true})");
+    visit["at"] = at;
+    auto r = Parse(WithEvent(visit));
+    auto expected = ParseOffsetTime(at);
+    if (expected.ok()) {
+      ASSERT_TRUE(Parses(r));
+      EXPECT_EQ(ByIndex(*r, 3)->at, expected->instant);
+    } else {
+      EXPECT_TRUE(IsMalformed(r, "events[3].at", expected.error().message));
+    }
+    json::object missed = Object(R"({"type": "missed_dose", "at": "2026-09-02T09:00:00Z"})");
+    missed["date"] = at;
+    auto m = Parse(WithEvent(missed));
+    auto expected_date = ParseDateOrTime(at);
+    if (expected_date.ok()) {
+      ASSERT_TRUE(Parses(m));
+      EXPECT_EQ(ByIndex(*m, 3)->date, *expected_date);
+    } else {
+      EXPECT_TRUE(IsMalformed(m, "events[3].date", expected_date.error().message));
+    }
+  }
+  // Every day of the format's range, at an offset that moves it across midnight: records of
+  // 10,000 visits, one a day.
+  const LocalDate last = LocalDate::FromYmd(2100, 12, 31);
+  for (LocalDate first = LocalDate::FromYmd(1900, 1, 1); first <= last; first = first + 10000) {
+    std::string text = R"({"patient": )" + std::string(kPatient) + R"(, "events": [)";
+    std::vector<Instant> expected;
+    for (LocalDate d = first; d <= last && d - first < 10000; d = d + 1) {
+      const std::string at = d.ToString() + "T23:30:00-02:00";
+      auto t = ParseOffsetTime(at);
+      ASSERT_TRUE(t.ok()) << at;
+      expected.push_back(t->instant);
+      if (d != first) text += ',';
+      text += R"({"type": "visit", "counseled": true, "at": ")" + at + "\"}";
+    }
+    auto r = Parse(text + "]}");
+    ASSERT_TRUE(Parses(r)) << first.ToString();
+    ASSERT_EQ(r->events.size(), expected.size());
+    for (size_t i = 0; i < expected.size(); ++i) {
+      ASSERT_EQ(r->events[i].at, expected[i]) << (first + static_cast<int32_t>(i)).ToString();
+    }
+  }
+}
+
+// What batch learns of a failure: whether the line was JSON, an object, and whose record.
+TEST(RecordTextTest, FailureSaysWhereItFailedAndWhoseRecord) {
+  using Stage = detail::RecordTextFailure::Stage;
+  detail::RecordTextFailure failure;
+  auto parse = [&failure](std::string_view text, size_t max_depth = 64) {
+    return detail::ParseRecordText(text, ParseOptions{}, max_depth, &failure);
+  };
+  EXPECT_TRUE(IsMalformed(parse("{\"patient\": "), "record", "not valid JSON"));
+  EXPECT_EQ(failure.stage, Stage::kNotJson);
+  EXPECT_EQ(failure.json_error, "incomplete JSON");
+  EXPECT_TRUE(IsMalformed(parse("[]"), "record", "got an array"));
+  EXPECT_EQ(failure.stage, Stage::kNotAnObject);
+
+  std::string record = WithEvent(R"({"type": "weight", "at": "2026-09-02T09:00:00Z", "kg": 0})");
+  EXPECT_TRUE(IsMalformed(parse(record), "events[3].kg", "(0, 500]"));
+  EXPECT_EQ(failure.stage, Stage::kMalformed);
+  EXPECT_EQ(failure.patient_id, "p-0001");
+  ASSERT_TRUE(Parses(parse(WithEvent(R"({"type": "weight", "at": "2026-09-02T09:00:00Z",
+                                          "kg": 1})"))));
+  EXPECT_EQ(failure.stage, Stage::kNone);
+
+  // The id names the record even when the patient is what is malformed, as long as it is a
+  // non-empty string of at most 4,000 bytes.
+  json::object patient = Object(kPatient);
+  patient["birth_date"] = "yesterday";
+  patient["id"] = "p-\u00e9";
+  EXPECT_FALSE(parse(WithPatient(patient)).ok());
+  EXPECT_EQ(failure.patient_id, "p-\u00e9");
+  for (json::value id : {json::value(""), json::value(7), json::value(nullptr),
+                         json::value(Repeat("\U0001F600", 1001))}) {
+    SCOPED_TRACE(json::serialize(id));
+    patient["id"] = id;
+    EXPECT_FALSE(parse(WithPatient(patient)).ok());
+    EXPECT_EQ(failure.stage, Stage::kMalformed);
+    EXPECT_FALSE(failure.patient_id.has_value());
+  }
+  patient["id"] = Repeat("\U0001F600", 1000);  // 4,000 bytes: too long for the record, usable
+  EXPECT_TRUE(IsMalformed(parse(WithPatient(patient)), "patient.birth_date", "yesterday"));
+  EXPECT_EQ(failure.patient_id, Repeat("\U0001F600", 1000));
+
+  // The depth limit is the caller's.
+  const std::string deep = R"({"patient": 1, "x": [[[[]]]]})";
+  EXPECT_TRUE(IsMalformed(parse(deep, 4), "record", "not valid JSON"));
+  EXPECT_TRUE(IsMalformed(parse(deep, 5), "patient", "got a number"));
+
+  ParseOptions small;
+  small.limits.max_bytes = 10;
+  EXPECT_TRUE(IsMalformed(detail::ParseRecordText("{\"patient\": 1}", small, 64, &failure),
+                          "record", "14 bytes"));
+  EXPECT_EQ(failure.stage, Stage::kTooLarge);
+}
+
+TEST(RecordTextTest, MalformedFixturesAgreeWithTheDom) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::path(ISOGUARD_TEST_DATA_DIR) / "data" / "malformed";
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.path().extension() != ".json") continue;
+    SCOPED_TRACE(entry.path().filename().string());
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    EXPECT_TRUE(TextAndDomAgree(text.str()));
+  }
 }
 
 }  // namespace
