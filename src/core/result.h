@@ -17,6 +17,7 @@ namespace isoguard {
 enum class ErrorKind {
   kBadInput,  // the caller's input is malformed or out of range (CLI exit 2)
   kNotFound,  // something named by the caller does not exist (CLI exit 2)
+  kConflict,  // the caller's view is stale: a stream moved on since it was read (retry)
   kInternal,  // a bug or an environment failure (CLI exit 1)
 };
 
@@ -30,6 +31,9 @@ struct Error {
   }
   static Error NotFound(std::string message, std::string field = {}) {
     return Error{ErrorKind::kNotFound, std::move(message), std::move(field)};
+  }
+  static Error Conflict(std::string message, std::string field = {}) {
+    return Error{ErrorKind::kConflict, std::move(message), std::move(field)};
   }
   static Error Internal(std::string message, std::string field = {}) {
     return Error{ErrorKind::kInternal, std::move(message), std::move(field)};

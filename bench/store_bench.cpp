@@ -1,0 +1,265 @@
+// Durable appends to the SQLite event store against a plain SQLite insert loop, in the same run
+// (issue 3: at least 20,000 events/s with 16 concurrent writers, and at least 0.7 of the plain
+// loop). Results and the command are in docs/performance.md ("Event store").
+//
+// - BM_StoreAppend/W/E: W writer threads, each appending to its own patient's stream with an
+//   expected version, E events per append, every append acknowledged only after the commit
+//   that holds it (synchronous=FULL). Validation, encryption and hashing are included.
+// - BM_PlainSqliteInsertLoop: the same rows as 16 writers with 1 event per append write (16
+//   patients' streams, sealed and hashed beforehand: the loop does no work of the store's)
+//   inserted into the same table, at the same durability (WAL, synchronous=FULL), one
+//   transaction per row, by one thread, as a program without group commit would.
+//
+// Each iteration starts from a fresh database in the system's temporary directory; the rate
+// counter `events_per_s` is over the iteration's wall time.
+#include <benchmark/benchmark.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "store/entry_codec.h"
+#include "store/event_store.h"
+
+namespace isoguard::store {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Appends per writer per iteration: enough for the rate to settle (a few hundred commits).
+constexpr int kAppendsPerWriter = 400;
+
+[[noreturn]] void Die(const std::string& message) {
+  std::cerr << "isoguard_bench: " << message << "\n";
+  std::exit(1);
+}
+
+// A fresh directory for one iteration, removed afterwards.
+class BenchDir {
+ public:
+  BenchDir() {
+    static int counter = 0;
+    path_ = fs::temp_directory_path() / ("isoguard-store-bench-" + std::to_string(::getpid()) +
+                                         "-" + std::to_string(counter++));
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~BenchDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  std::string File(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  fs::path path_;
+};
+
+std::string WeightEvent(int i) {
+  return R"({"type": "weight", "at": "2026-09-01T10:00:00-04:00", "kg": )" +
+         std::to_string(50 + i % 40) + "}";
+}
+std::string PatientHeader(const std::string& id) {
+  return R"({"type": "patient", "id": ")" + id +
+         R"(", "birth_date": "2000-05-14", "jurisdiction": "US", "category": "can_get_pregnant"})";
+}
+
+void BM_StoreAppend(benchmark::State& state) {
+  const int writers = static_cast<int>(state.range(0));
+  const int events_per_append = static_cast<int>(state.range(1));
+  int64_t events = 0;
+  for (auto _ : state) {
+    BenchDir dir;
+    auto opened = OpenEventStore("sqlite:" + dir.File("bench.db"));
+    if (!opened.ok()) Die(opened.error().ToString());
+    EventStore& store = **opened;
+    for (int w = 0; w < writers; ++w) {
+      AppendRequest create;
+      create.patient_id = "bench-" + std::to_string(w);
+      create.expected_version = 0;
+      create.entries = {PatientHeader(create.patient_id)};
+      create.actor = Actor{"bench", "system", "bench"};
+      if (auto r = store.Append(create); !r.ok()) Die(r.error().ToString());
+    }
+    std::atomic<bool> failed{false};
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<std::thread> threads;
+    for (int w = 0; w < writers; ++w) {
+      threads.emplace_back([&, w] {
+        AppendRequest request;
+        request.patient_id = "bench-" + std::to_string(w);
+        request.actor = Actor{"bench", "system", "bench"};
+        int64_t version = 1;
+        for (int i = 0; i < kAppendsPerWriter; ++i) {
+          request.expected_version = version;
+          request.entries.clear();
+          for (int e = 0; e < events_per_append; ++e) request.entries.push_back(WeightEvent(i + e));
+          auto r = store.Append(request);
+          if (!r.ok()) {
+            std::cerr << r.error().ToString() << "\n";
+            failed = true;
+            return;
+          }
+          version = r->last_version;
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+    if (failed) Die("an append failed");
+    state.SetIterationTime(elapsed.count());
+    events += int64_t{writers} * kAppendsPerWriter * events_per_append;
+    opened->reset();
+  }
+  state.counters["events_per_s"] =
+      benchmark::Counter(static_cast<double>(events), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_StoreAppend)
+    ->ArgNames({"writers", "events"})
+    ->Args({16, 1})
+    ->Args({16, 4})
+    ->Args({1, 1})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+
+// The plain loop: rows made as the store makes them, then inserted one transaction each.
+void BM_PlainSqliteInsertLoop(benchmark::State& state) {
+  constexpr int kRows = 16 * kAppendsPerWriter;
+  int64_t events = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    BenchDir dir;
+    const std::string path = dir.File("plain.db");
+    // The store's own schema and the 16 patients' streams, made by the store; then the rows
+    // the 16 writers of BM_StoreAppend/writers:16/events:1 would write, in turn.
+    constexpr int kPatients = 16;
+    {
+      auto opened = OpenEventStore("sqlite:" + path);
+      if (!opened.ok()) Die(opened.error().ToString());
+      for (int p = 0; p < kPatients; ++p) {
+        AppendRequest create;
+        create.patient_id = "plain-" + std::to_string(p);
+        create.expected_version = 0;
+        create.entries = {PatientHeader(create.patient_id)};
+        create.actor = Actor{"bench", "system", "bench"};
+        if (auto r = (*opened)->Append(create); !r.ok()) Die(r.error().ToString());
+      }
+    }
+    const PatientKey key = PatientKey::Generate();
+    std::vector<EntryRow> rows(kRows);
+    std::vector<Hash> prev(kPatients);
+    for (int i = 0; i < kRows; ++i) {
+      EntryRow& row = rows[static_cast<size_t>(i)];
+      const int p = i % kPatients;
+      row.position = 1 + kPatients + i;
+      row.patient_id = "plain-" + std::to_string(p);
+      row.version = 2 + i / kPatients;
+      row.event_id = AssignedEventId(row.patient_id, row.version, 0);
+      row.type = "weight";
+      row.payload = SealPayload(key, row.patient_id, row.version, WeightEvent(i));
+      row.recorded_at_ms = 1789000000000;
+      row.actor = Actor{"bench", "system", "bench"};
+      row.prev_hash = prev[static_cast<size_t>(p)];
+      row.hash = EntryHash(row);
+      prev[static_cast<size_t>(p)] = row.hash;
+    }
+    sqlite3* db = nullptr;
+    if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) Die("cannot open " + path);
+    sqlite3_exec(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL", nullptr, nullptr,
+                 nullptr);
+    sqlite3_stmt* insert = nullptr;
+    sqlite3_stmt* begin = nullptr;
+    sqlite3_stmt* commit = nullptr;
+    sqlite3_prepare_v2(db,
+                       "INSERT INTO entries (position, patient_id, version, event_id, type, "
+                       "payload, recorded_at_ms, actor_id, actor_role, actor_source, "
+                       "idempotency_key, prev_hash, hash) "
+                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11, ?12)",
+                       -1, &insert, nullptr);
+    sqlite3_prepare_v2(db, "BEGIN IMMEDIATE", -1, &begin, nullptr);
+    sqlite3_prepare_v2(db, "COMMIT", -1, &commit, nullptr);
+    if (insert == nullptr || begin == nullptr || commit == nullptr) Die(sqlite3_errmsg(db));
+    state.ResumeTiming();
+
+    const auto start = std::chrono::steady_clock::now();
+    for (const EntryRow& row : rows) {
+      sqlite3_step(begin);
+      sqlite3_reset(begin);
+      sqlite3_bind_int64(insert, 1, row.position);
+      sqlite3_bind_text(insert, 2, row.patient_id.data(), static_cast<int>(row.patient_id.size()),
+                        SQLITE_STATIC);
+      sqlite3_bind_int64(insert, 3, row.version);
+      sqlite3_bind_text(insert, 4, row.event_id.data(), static_cast<int>(row.event_id.size()),
+                        SQLITE_STATIC);
+      sqlite3_bind_text(insert, 5, row.type.data(), static_cast<int>(row.type.size()),
+                        SQLITE_STATIC);
+      sqlite3_bind_blob(insert, 6, row.payload.data(), static_cast<int>(row.payload.size()),
+                        SQLITE_STATIC);
+      sqlite3_bind_int64(insert, 7, row.recorded_at_ms);
+      sqlite3_bind_text(insert, 8, "bench", 5, SQLITE_STATIC);
+      sqlite3_bind_text(insert, 9, "system", 6, SQLITE_STATIC);
+      sqlite3_bind_text(insert, 10, "bench", 5, SQLITE_STATIC);
+      sqlite3_bind_blob(insert, 11, row.prev_hash.data(), 32, SQLITE_STATIC);
+      sqlite3_bind_blob(insert, 12, row.hash.data(), 32, SQLITE_STATIC);
+      if (sqlite3_step(insert) != SQLITE_DONE) Die(sqlite3_errmsg(db));
+      sqlite3_reset(insert);
+      if (sqlite3_step(commit) != SQLITE_DONE) Die(sqlite3_errmsg(db));
+      sqlite3_reset(commit);
+    }
+    const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+    state.SetIterationTime(elapsed.count());
+    events += kRows;
+
+    state.PauseTiming();
+    sqlite3_finalize(insert);
+    sqlite3_finalize(begin);
+    sqlite3_finalize(commit);
+    sqlite3_close(db);
+    state.ResumeTiming();
+  }
+  state.counters["events_per_s"] =
+      benchmark::Counter(static_cast<double>(events), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_PlainSqliteInsertLoop)->UseManualTime()->Unit(benchmark::kMillisecond);
+
+// The per-entry work of an append, outside the database: what a caller does before queuing
+// (checking the entry with the parser) and what the writer does for each entry (sealing and
+// hashing).
+void BM_CheckAppend(benchmark::State& state) {
+  AppendRequest request;
+  request.patient_id = "bench-1";
+  request.actor = Actor{"bench", "system", "bench"};
+  request.entries = {WeightEvent(7)};
+  const ParseOptions options;
+  for (auto _ : state) {
+    auto checked = CheckAppend(request, options);
+    benchmark::DoNotOptimize(checked);
+  }
+}
+BENCHMARK(BM_CheckAppend);
+
+void BM_SealAndHash(benchmark::State& state) {
+  const PatientKey key = PatientKey::Generate();
+  const std::string json = WeightEvent(7);
+  EntryRow row;
+  row.patient_id = "bench-1";
+  row.version = 12;
+  row.event_id = "bench-1-12";
+  row.type = "weight";
+  row.actor = Actor{"bench", "system", "bench"};
+  for (auto _ : state) {
+    row.payload = SealPayload(key, row.patient_id, row.version, json);
+    row.hash = EntryHash(row);
+    benchmark::DoNotOptimize(row.hash);
+  }
+}
+BENCHMARK(BM_SealAndHash);
+
+}  // namespace
+}  // namespace isoguard::store

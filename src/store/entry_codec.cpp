@@ -1,0 +1,470 @@
+#include "store/entry_codec.h"
+
+#include <sodium.h>
+
+#include <boost/json.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <unordered_map>
+#include <utility>
+
+#include "core/json_writer.h"
+
+namespace isoguard::store {
+namespace {
+
+namespace json = boost::json;
+
+// libsodium must be initialised before its first use; sodium_init is thread-safe and
+// idempotent, so a function-local static suffices. It fails only without a source of
+// randomness, and then no key or nonce could be made safely: stop rather than go on.
+void EnsureSodium() {
+  static const bool ready = [] {
+    if (sodium_init() < 0) {
+      std::fputs("isoguard: libsodium could not be initialised (no source of randomness)\n",
+                 stderr);
+      std::abort();
+    }
+    return true;
+  }();
+  (void)ready;
+}
+
+std::string EntryPath(size_t index) { return "entries[" + std::to_string(index) + "]"; }
+
+std::string Shown(std::string_view s) {
+  return "'" + std::string(s.substr(0, 60)) + (s.size() > 60 ? "...'" : "'");
+}
+
+const char* KindOf(const json::value& v) {
+  switch (v.kind()) {
+    case json::kind::null:
+      return "null";
+    case json::kind::bool_:
+      return "a boolean";
+    case json::kind::int64:
+    case json::kind::uint64:
+    case json::kind::double_:
+      return "a number";
+    case json::kind::string:
+      return "a string";
+    case json::kind::array:
+      return "an array";
+    case json::kind::object:
+      return "an object";
+  }
+  return "a value";
+}
+
+// The parser names fields as they sit in a record ("events[3].kg", "patient.birth_date"); an
+// entry is named by its place in the append ("entries[3].kg").
+Error AsEntryError(Error error, size_t index) {
+  const std::string_view field = error.field;
+  std::string renamed;
+  if (field.starts_with("events[")) {
+    const size_t close = field.find(']');
+    renamed = EntryPath(index) +
+              std::string(field.substr(close == std::string_view::npos ? field.size() : close + 1));
+  } else if (field.starts_with("patient")) {
+    renamed = EntryPath(index) + std::string(field.substr(std::string_view("patient").size()));
+  } else {
+    renamed = EntryPath(index) + (field.empty() ? "" : ": " + std::string(field));
+  }
+  error.field = std::move(renamed);
+  return error;
+}
+
+Status CheckName(std::string_view value, std::string_view field, bool required,
+                 size_t max_bytes = kMaxNameBytes) {
+  if (value.empty() && required) {
+    return Error::BadInput("required, must not be empty", std::string(field));
+  }
+  if (value.size() > max_bytes) {
+    return Error::BadInput("is " + std::to_string(value.size()) + " bytes; at most " +
+                               std::to_string(max_bytes) + " are allowed",
+                           std::string(field));
+  }
+  return {};
+}
+
+Status CheckActor(const Actor& actor) {
+  if (auto st = CheckName(actor.id, "actor.id", true); !st.ok()) return st;
+  if (auto st = CheckName(actor.role, "actor.role", true); !st.ok()) return st;
+  return CheckName(actor.source, "actor.source", false);
+}
+
+// Length-prefixed fields for the hash and the associated data.
+void AddField(crypto_hash_sha256_state& state, std::string_view bytes) {
+  uint8_t length[8];
+  uint64_t n = bytes.size();
+  for (int i = 0; i < 8; ++i) length[i] = static_cast<uint8_t>(n >> (8 * i));
+  crypto_hash_sha256_update(&state, length, sizeof length);
+  crypto_hash_sha256_update(&state, reinterpret_cast<const unsigned char*>(bytes.data()),
+                            bytes.size());
+}
+
+void AddInt(crypto_hash_sha256_state& state, int64_t value) {
+  uint8_t bytes[8];
+  const auto u = static_cast<uint64_t>(value);
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<uint8_t>(u >> (8 * i));
+  AddField(state, std::string_view(reinterpret_cast<const char*>(bytes), sizeof bytes));
+}
+
+void AppendLengthPrefixed(std::string& out, std::string_view bytes) {
+  const uint64_t n = bytes.size();
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>(n >> (8 * i)));
+  out.append(bytes);
+}
+
+// The associated data of a payload: the patient id and the version it was written for.
+std::string AssociatedData(std::string_view patient_id, int64_t version) {
+  std::string ad = "isoguard.payload.v1";
+  AppendLengthPrefixed(ad, patient_id);
+  const auto u = static_cast<uint64_t>(version);
+  for (int i = 0; i < 8; ++i) ad.push_back(static_cast<char>(u >> (8 * i)));
+  return ad;
+}
+
+constexpr uint8_t kPayloadFormat = 1;
+constexpr size_t kNonceBytes = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES;
+constexpr size_t kTagBytes = crypto_aead_xchacha20poly1305_ietf_ABYTES;
+static_assert(kPatientKeyBytes == crypto_aead_xchacha20poly1305_ietf_KEYBYTES);
+static_assert(std::tuple_size_v<Hash> == crypto_hash_sha256_BYTES);
+
+std::string RowName(const EntryRow& row) {
+  return "patient " + row.patient_id + " version " + std::to_string(row.version);
+}
+
+}  // namespace
+
+// ---- Checking
+
+Result<CheckedEntry> CheckEntry(std::string_view text, size_t index, std::string_view patient_id,
+                                const ParseOptions& options, size_t max_bytes) {
+  if (text.size() > max_bytes) {
+    return Error::BadInput("is " + std::to_string(text.size()) + " bytes; at most " +
+                               std::to_string(max_bytes) + " are allowed",
+                           EntryPath(index));
+  }
+  // A first look at the entry for what the parser does not report: whether it is the patient
+  // or an event, and whether it carries an "id" key. The parser then checks it in full.
+  unsigned char buffer[4096];
+  json::monotonic_resource arena(buffer, sizeof buffer);
+  json::parse_options parse_options;
+  parse_options.max_depth = 64;
+  json::error_code ec;
+  const json::value v =
+      json::parse(json::string_view(text.data(), text.size()), ec, &arena, parse_options);
+  if (ec) return Error::BadInput("is not valid JSON: " + ec.message(), EntryPath(index));
+  if (!v.is_object()) {
+    return Error::BadInput(std::string("must be a JSON object, got ") + KindOf(v),
+                           EntryPath(index));
+  }
+  const json::object& object = v.get_object();
+  const json::value* type = object.if_contains("type");
+  if (type == nullptr || type->is_null()) {
+    return Error::BadInput("required field is missing", EntryPath(index) + ".type");
+  }
+  if (!type->is_string()) {
+    return Error::BadInput(std::string("must be a string, got ") + KindOf(*type),
+                           EntryPath(index) + ".type");
+  }
+
+  CheckedEntry entry;
+  entry.json = text;
+  if (type->get_string() == kPatientEntryType) {
+    auto patient = ParsePatientJson(text, options.limits);
+    if (!patient.ok()) return AsEntryError(patient.error(), index);
+    if (patient->id != patient_id) {
+      return Error::BadInput(
+          "names patient " + Shown(patient->id) + ", but the append is for " + Shown(patient_id),
+          EntryPath(index) + ".id");
+    }
+    entry.is_patient = true;
+    entry.type = std::string(kPatientEntryType);
+    return entry;
+  }
+
+  auto event = ParseEventJson(text, index, options);
+  if (!event.ok()) return AsEntryError(event.error(), index);
+  entry.type = std::string(ToString(event->type));
+  entry.event_id = std::move(event->id);
+  if (entry.event_id.empty()) {
+    const json::value* id = object.if_contains("id");
+    entry.has_null_id = id != nullptr;  // the parser accepted it, so it is null
+  }
+  if (event->type == EventType::kDispense) entry.prescription_ref = std::move(event->ref);
+  return entry;
+}
+
+Result<std::vector<CheckedEntry>> CheckAppend(const AppendRequest& request,
+                                              const ParseOptions& options) {
+  if (auto st = CheckName(request.patient_id, "patient_id", true, kMaxPatientIdBytes); !st.ok()) {
+    return st.error();
+  }
+  if (auto st = CheckActor(request.actor); !st.ok()) return st.error();
+  if (auto st = CheckName(request.idempotency_key, "idempotency_key", false); !st.ok()) {
+    return st.error();
+  }
+  if (request.expected_version && *request.expected_version < 0) {
+    return Error::BadInput("must be 0 or more, got " + std::to_string(*request.expected_version),
+                           "expected_version");
+  }
+  if (request.entries.empty())
+    return Error::BadInput("an append needs at least one entry", "entries");
+  if (request.entries.size() > kMaxEntriesPerAppend) {
+    return Error::BadInput("holds " + std::to_string(request.entries.size()) +
+                               " entries; at most " + std::to_string(kMaxEntriesPerAppend) +
+                               " are allowed",
+                           "entries");
+  }
+  size_t total_bytes = 0;
+  for (const std::string& e : request.entries) total_bytes += e.size();
+  if (total_bytes > kMaxAppendBytes) {
+    return Error::BadInput("hold " + std::to_string(total_bytes) + " bytes; at most " +
+                               std::to_string(kMaxAppendBytes) + " are allowed",
+                           "entries");
+  }
+
+  std::vector<CheckedEntry> entries;
+  entries.reserve(request.entries.size());
+  for (size_t i = 0; i < request.entries.size(); ++i) {
+    auto entry = CheckEntry(request.entries[i], i, request.patient_id, options);
+    if (!entry.ok()) return entry.error();
+    entries.push_back(std::move(*entry));
+  }
+
+  // Ids unique within the append; dispenses resolved against the append's prescriptions.
+  std::unordered_map<std::string_view, size_t> ids;
+  ids.reserve(entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    if (entries[i].event_id.empty()) continue;
+    auto [it, inserted] = ids.emplace(entries[i].event_id, i);
+    if (!inserted) {
+      return Error::BadInput("duplicate id " + Shown(entries[i].event_id) + " (also entries[" +
+                                 std::to_string(it->second) + "])",
+                             EntryPath(i) + ".id");
+    }
+  }
+  for (CheckedEntry& e : entries) {
+    if (e.prescription_ref.empty()) continue;
+    auto it = ids.find(e.prescription_ref);
+    e.prescription_in_append =
+        it != ids.end() && entries[it->second].type == ToString(EventType::kPrescription);
+  }
+  return entries;
+}
+
+Status CheckErasure(std::string_view patient_id, const Actor& actor) {
+  if (auto st = CheckName(patient_id, "patient_id", true, kMaxPatientIdBytes); !st.ok()) {
+    return st;
+  }
+  return CheckActor(actor);
+}
+
+std::string AssignedEventId(std::string_view patient_id, int64_t version, int attempt) {
+  std::string id(patient_id);
+  id += '-';
+  id += std::to_string(version);
+  if (attempt > 0) {
+    id += '.';
+    id += std::to_string(attempt);
+  }
+  return id;
+}
+
+std::string StoredJson(const CheckedEntry& entry, std::string_view event_id) {
+  if (entry.is_patient || !entry.event_id.empty()) return std::string(entry.json);
+  if (entry.has_null_id) {
+    // Rare: an explicit "id": null. Rewrite the object rather than add a second "id" key,
+    // whose reading would depend on the JSON library.
+    json::value v = json::parse(json::string_view(entry.json.data(), entry.json.size()));
+    v.as_object()["id"] = json::string_view(event_id.data(), event_id.size());
+    return json::serialize(v);
+  }
+  // The caller's text with "id" inserted after the opening brace.
+  const size_t brace = entry.json.find('{');  // checked to be an object: the brace is there
+  std::string out;
+  out.reserve(entry.json.size() + event_id.size() + 8);
+  out.append(entry.json.substr(0, brace + 1));
+  out.append("\"id\":");
+  AppendJsonString(out, event_id);
+  const std::string_view rest = entry.json.substr(brace + 1);
+  const size_t next = rest.find_first_not_of(" \t\r\n");
+  if (next != std::string_view::npos && rest[next] != '}') out.push_back(',');
+  out.append(rest);
+  return out;
+}
+
+// ---- Sealing
+
+PatientKey::~PatientKey() { sodium_memzero(key_.data(), key_.size()); }
+
+PatientKey PatientKey::Generate() {
+  EnsureSodium();
+  PatientKey key;
+  crypto_aead_xchacha20poly1305_ietf_keygen(key.key_.data());
+  return key;
+}
+
+Result<PatientKey> PatientKey::FromBytes(std::string_view bytes) {
+  if (bytes.size() != kPatientKeyBytes) {
+    return Error::Internal("a patient key is " + std::to_string(kPatientKeyBytes) +
+                           " bytes, this one is " + std::to_string(bytes.size()));
+  }
+  PatientKey key;
+  std::memcpy(key.key_.data(), bytes.data(), kPatientKeyBytes);
+  return key;
+}
+
+std::string SealPayload(const PatientKey& key, std::string_view patient_id, int64_t version,
+                        std::string_view plaintext) {
+  EnsureSodium();
+  const std::string ad = AssociatedData(patient_id, version);
+  std::string out(1 + kNonceBytes + plaintext.size() + kTagBytes, '\0');
+  auto* bytes = reinterpret_cast<unsigned char*>(out.data());
+  bytes[0] = kPayloadFormat;
+  unsigned char* nonce = bytes + 1;
+  randombytes_buf(nonce, kNonceBytes);
+  unsigned long long written = 0;
+  crypto_aead_xchacha20poly1305_ietf_encrypt(
+      nonce + kNonceBytes, &written, reinterpret_cast<const unsigned char*>(plaintext.data()),
+      plaintext.size(), reinterpret_cast<const unsigned char*>(ad.data()), ad.size(), nullptr,
+      nonce, key.data());
+  out.resize(1 + kNonceBytes + static_cast<size_t>(written));
+  return out;
+}
+
+Result<std::string> OpenPayload(const PatientKey& key, std::string_view patient_id, int64_t version,
+                                std::string_view payload) {
+  EnsureSodium();
+  if (payload.size() < 1 + kNonceBytes + kTagBytes ||
+      static_cast<uint8_t>(payload[0]) != kPayloadFormat) {
+    return Error::Internal("the payload is not in a format this build knows");
+  }
+  const std::string ad = AssociatedData(patient_id, version);
+  const auto* bytes = reinterpret_cast<const unsigned char*>(payload.data());
+  const unsigned char* nonce = bytes + 1;
+  const unsigned char* ciphertext = nonce + kNonceBytes;
+  const size_t ciphertext_bytes = payload.size() - 1 - kNonceBytes;
+  std::string plaintext(ciphertext_bytes - kTagBytes, '\0');
+  unsigned long long written = 0;
+  if (crypto_aead_xchacha20poly1305_ietf_decrypt(reinterpret_cast<unsigned char*>(plaintext.data()),
+                                                 &written, nullptr, ciphertext, ciphertext_bytes,
+                                                 reinterpret_cast<const unsigned char*>(ad.data()),
+                                                 ad.size(), nonce, key.data()) != 0) {
+    return Error::Internal("the payload does not decrypt with the patient's key");
+  }
+  plaintext.resize(static_cast<size_t>(written));
+  return plaintext;
+}
+
+// ---- The hash chain
+
+Hash EntryHash(const EntryRow& row) {
+  EnsureSodium();
+  crypto_hash_sha256_state state;
+  crypto_hash_sha256_init(&state);
+  static constexpr std::string_view kTag = "isoguard.entry.v1";
+  crypto_hash_sha256_update(&state, reinterpret_cast<const unsigned char*>(kTag.data()),
+                            kTag.size());
+  AddField(state, std::string_view(reinterpret_cast<const char*>(row.prev_hash.data()),
+                                   row.prev_hash.size()));
+  AddField(state, row.patient_id);
+  AddInt(state, row.version);
+  AddField(state, row.event_id);
+  AddField(state, row.type);
+  AddField(state, row.payload);
+  AddInt(state, row.recorded_at_ms);
+  AddField(state, row.actor.id);
+  AddField(state, row.actor.role);
+  AddField(state, row.actor.source);
+  AddField(state, row.idempotency_key);
+  Hash out{};
+  crypto_hash_sha256_final(&state, out.data());
+  return out;
+}
+
+std::string HashHex(const Hash& hash) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(hash.size() * 2);
+  for (uint8_t b : hash) {
+    out.push_back(kDigits[b >> 4]);
+    out.push_back(kDigits[b & 0xF]);
+  }
+  return out;
+}
+
+Status ChainCheck::Next(const EntryRow& row) {
+  if (row.version != version_ + 1) {
+    return Error::Internal(RowName(row) + ": out of sequence (expected version " +
+                           std::to_string(version_ + 1) + ")");
+  }
+  if (row.prev_hash != hash_) {
+    return Error::Internal(RowName(row) + ": prev_hash does not match the hash of " +
+                           (version_ == 0 ? std::string("the empty stream (zeros)")
+                                          : "version " + std::to_string(version_)));
+  }
+  if (EntryHash(row) != row.hash) {
+    return Error::Internal(RowName(row) +
+                           ": hash does not match the entry (it was changed after it was "
+                           "written)");
+  }
+  if (version_ > 0 && row.position <= position_) {
+    return Error::Internal(RowName(row) + ": position " + std::to_string(row.position) +
+                           " is not after the previous entry's " + std::to_string(position_));
+  }
+  version_ = row.version;
+  position_ = row.position;
+  hash_ = row.hash;
+  return {};
+}
+
+Result<StoredEntry> DecodeEntry(const EntryRow& row, const PatientKey* key,
+                                const ParseOptions& options) {
+  StoredEntry out;
+  out.position = row.position;
+  out.patient_id = row.patient_id;
+  out.version = row.version;
+  out.event_id = row.event_id;
+  out.type = row.type;
+  out.recorded_at = Instant(std::chrono::milliseconds(row.recorded_at_ms));
+  out.actor = row.actor;
+  out.idempotency_key = row.idempotency_key;
+  out.prev_hash = row.prev_hash;
+  out.hash = row.hash;
+  if (key == nullptr) {
+    out.erased = true;
+    return out;
+  }
+  auto json = OpenPayload(*key, row.patient_id, row.version, row.payload);
+  if (!json.ok()) return Error::Internal(RowName(row) + ": " + json.error().message);
+  auto entry = CheckEntry(*json, 0, row.patient_id, options, kMaxStoredEntryBytes);
+  if (!entry.ok()) {
+    std::string field = entry.error().field;
+    if (field.starts_with("entries[0]")) field.erase(0, std::string_view("entries[0]").size());
+    if (field.starts_with(".")) field.erase(0, 1);
+    return Error::Internal(RowName(row) + ": the stored entry is not valid (" +
+                           (field.empty() ? "" : field + ": ") + entry.error().message + ")");
+  }
+  if (entry->type != row.type) {
+    return Error::Internal(RowName(row) + ": the row says type " + Shown(row.type) +
+                           ", the payload " + Shown(entry->type));
+  }
+  if (!entry->is_patient && entry->event_id != row.event_id) {
+    return Error::Internal(RowName(row) + ": the row says event id " + Shown(row.event_id) +
+                           ", the payload " + Shown(entry->event_id));
+  }
+  out.json = std::move(*json);
+  return out;
+}
+
+ParseOptions ReadBackOptions(const ParseOptions& options) {
+  ParseOptions read = options;
+  read.is_known_program = nullptr;
+  return read;
+}
+
+}  // namespace isoguard::store

@@ -1,0 +1,1238 @@
+#include "store/sqlite/sqlite_event_store.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+
+#include "store/entry_codec.h"
+
+namespace isoguard::store {
+namespace {
+
+// ===========================================================================================
+// The schema, one migration per version. A migration never changes: a database at version N
+// was made by exactly migrations 1..N, and a newer build upgrades it by running the rest.
+// ===========================================================================================
+
+// Version 1: the log. Every query is by patient_id (the future distribution key): a stream is
+// found by the unique (patient_id, version) key, which identifies an entry. The rows themselves
+// are kept in `position` order (the rowid): the global log for ReadAll, and the cheapest order
+// to write -- a batch's rows share the last page instead of dirtying one page per patient, which
+// measured a third fewer WAL pages per commit than clustering the rows by (patient_id, version).
+// A stream written in one append (an import) is contiguous either way. Entries cannot be
+// updated or deleted (triggers), whatever a client of the file tries.
+constexpr const char* kMigration1 = R"sql(
+CREATE TABLE streams (
+  patient_id TEXT NOT NULL PRIMARY KEY,
+  created_at_ms INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE entries (
+  position INTEGER PRIMARY KEY,
+  patient_id TEXT NOT NULL REFERENCES streams (patient_id),
+  version INTEGER NOT NULL CHECK (version >= 1),
+  event_id TEXT NOT NULL,
+  type TEXT NOT NULL,
+  payload BLOB NOT NULL,
+  recorded_at_ms INTEGER NOT NULL,
+  actor_id TEXT NOT NULL,
+  actor_role TEXT NOT NULL,
+  actor_source TEXT NOT NULL,
+  idempotency_key TEXT,
+  prev_hash BLOB NOT NULL CHECK (length(prev_hash) = 32),
+  hash BLOB NOT NULL CHECK (length(hash) = 32),
+  UNIQUE (patient_id, version),
+  UNIQUE (patient_id, event_id)
+) STRICT;
+
+CREATE TRIGGER entries_are_never_updated BEFORE UPDATE ON entries
+BEGIN SELECT RAISE(ABORT, 'entries are immutable: append a correction instead'); END;
+CREATE TRIGGER entries_are_never_deleted BEFORE DELETE ON entries
+BEGIN SELECT RAISE(ABORT, 'entries are immutable: erase a patient by destroying the key'); END;
+
+CREATE TABLE patient_keys (
+  patient_id TEXT NOT NULL PRIMARY KEY REFERENCES streams (patient_id),
+  key BLOB NOT NULL CHECK (length(key) = 32),
+  created_at_ms INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE appends (
+  patient_id TEXT NOT NULL REFERENCES streams (patient_id),
+  idempotency_key TEXT NOT NULL,
+  first_version INTEGER NOT NULL,
+  last_version INTEGER NOT NULL,
+  PRIMARY KEY (patient_id, idempotency_key)
+) STRICT, WITHOUT ROWID;
+)sql";
+
+// Version 2: erasures are audited. The key row is the only thing ever deleted (crypto-
+// shredding: deleting it is what makes the payloads unreadable), and only with its erasure
+// recorded first.
+constexpr const char* kMigration2 = R"sql(
+CREATE TABLE audit (
+  id INTEGER PRIMARY KEY,
+  action TEXT NOT NULL CHECK (action IN ('erasure')),
+  patient_id TEXT NOT NULL REFERENCES streams (patient_id),
+  actor_id TEXT NOT NULL,
+  actor_role TEXT NOT NULL,
+  actor_source TEXT NOT NULL,
+  at_ms INTEGER NOT NULL
+) STRICT;
+CREATE INDEX audit_by_patient ON audit (patient_id);
+
+CREATE TRIGGER audit_is_never_updated BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;
+CREATE TRIGGER audit_is_never_deleted BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;
+
+CREATE TRIGGER keys_are_deleted_only_by_erasure BEFORE DELETE ON patient_keys
+WHEN NOT EXISTS (SELECT 1 FROM audit WHERE audit.patient_id = OLD.patient_id
+                                       AND audit.action = 'erasure')
+BEGIN SELECT RAISE(ABORT, 'a patient key is deleted only by a recorded erasure'); END;
+)sql";
+
+constexpr const char* kMigrations[] = {kMigration1, kMigration2};
+static_assert(std::size(kMigrations) == kSqliteSchemaVersion);
+
+constexpr const char* kEntryColumns =
+    "position, patient_id, version, event_id, type, payload, recorded_at_ms, actor_id, "
+    "actor_role, actor_source, idempotency_key, prev_hash, hash";
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string Shown(std::string_view s) {
+  return "'" + std::string(s.substr(0, 60)) + (s.size() > 60 ? "...'" : "'");
+}
+
+// ===========================================================================================
+// Thin RAII over the C API.
+// ===========================================================================================
+
+Error SqliteError(sqlite3* db, std::string_view what) {
+  return Error::Internal(std::string(what) + ": " + sqlite3_errmsg(db) + " (SQLite error " +
+                         std::to_string(sqlite3_extended_errcode(db)) + ")");
+}
+
+class Connection {
+ public:
+  Connection() = default;
+  ~Connection() {
+    // close_v2: should a statement outlive the connection, the close completes when it is
+    // finalized instead of failing.
+    if (db_ != nullptr) sqlite3_close_v2(db_);
+  }
+  Connection(Connection&& other) noexcept : db_(std::exchange(other.db_, nullptr)) {}
+  Connection& operator=(Connection&& other) noexcept {
+    std::swap(db_, other.db_);
+    return *this;
+  }
+
+  static Result<Connection> Open(const std::string& path, bool create, int busy_timeout_ms) {
+    Connection c;
+    const int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) |
+                      SQLITE_OPEN_NOMUTEX;  // each connection is used by one thread at a time
+    const int rc = sqlite3_open_v2(path.c_str(), &c.db_, flags, nullptr);
+    if (rc != SQLITE_OK) {
+      std::string message = c.db_ != nullptr ? sqlite3_errmsg(c.db_) : sqlite3_errstr(rc);
+      return Error::Internal("cannot open the database " + path + ": " + message);
+    }
+    sqlite3_extended_result_codes(c.db_, 1);
+    sqlite3_busy_timeout(c.db_, busy_timeout_ms);
+    return c;
+  }
+
+  sqlite3* get() const { return db_; }
+
+  Status Exec(const char* sql) {
+    char* message = nullptr;
+    const int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &message);
+    if (rc == SQLITE_OK) return {};
+    std::string text = message != nullptr ? message : sqlite3_errstr(rc);
+    sqlite3_free(message);
+    return Error::Internal(std::string("SQLite: ") + text + " (error " + std::to_string(rc) +
+                           ") in: " + std::string(std::string_view(sql).substr(0, 80)));
+  }
+
+  // The single value of a pragma or query, as text.
+  Result<std::string> QueryText(const char* sql) {
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v2(db_, sql, -1, &stmt, nullptr) != SQLITE_OK) {
+      return SqliteError(db_, sql);
+    }
+    std::string out;
+    const int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW && sqlite3_column_text(stmt, 0) != nullptr) {
+      out = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+    }
+    sqlite3_finalize(stmt);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return SqliteError(db_, sql);
+    return out;
+  }
+
+ private:
+  sqlite3* db_ = nullptr;
+};
+
+class Statement {
+ public:
+  Statement() = default;
+  ~Statement() { sqlite3_finalize(stmt_); }
+  Statement(Statement&& other) noexcept : stmt_(std::exchange(other.stmt_, nullptr)) {}
+  Statement& operator=(Statement&& other) noexcept {
+    std::swap(stmt_, other.stmt_);
+    return *this;
+  }
+
+  Status Prepare(sqlite3* db, const std::string& sql) {
+    sqlite3_finalize(stmt_);
+    stmt_ = nullptr;
+    if (sqlite3_prepare_v3(db, sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT,
+                           &stmt_, nullptr) != SQLITE_OK) {
+      return SqliteError(db, "preparing " + sql.substr(0, 80));
+    }
+    return {};
+  }
+  sqlite3_stmt* get() const { return stmt_; }
+
+ private:
+  sqlite3_stmt* stmt_ = nullptr;
+};
+
+// One use of a prepared statement: bind, step, read columns. Resetting it when done means it
+// holds no snapshot or lock afterwards. Bound text and blobs are not copied: they must outlive
+// the Use, which they do as locals of the caller.
+class Use {
+ public:
+  explicit Use(const Statement& s) : s_(s.get()) {}
+  ~Use() {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
+  Use(const Use&) = delete;
+  Use& operator=(const Use&) = delete;
+
+  Use& Bind(int i, int64_t value) {
+    sqlite3_bind_int64(s_, i, value);
+    return *this;
+  }
+  Use& Bind(int i, std::string_view text) {
+    sqlite3_bind_text64(s_, i, text.data(), text.size(), SQLITE_STATIC, SQLITE_UTF8);
+    return *this;
+  }
+  Use& BindBlob(int i, std::string_view bytes) {
+    sqlite3_bind_blob64(s_, i, bytes.data(), bytes.size(), SQLITE_STATIC);
+    return *this;
+  }
+  Use& BindBlob(int i, const Hash& hash) {
+    sqlite3_bind_blob64(s_, i, hash.data(), hash.size(), SQLITE_STATIC);
+    return *this;
+  }
+  Use& BindNull(int i) {
+    sqlite3_bind_null(s_, i);
+    return *this;
+  }
+
+  int Step() { return sqlite3_step(s_); }
+
+  int64_t Int(int col) const { return sqlite3_column_int64(s_, col); }
+  bool IsNull(int col) const { return sqlite3_column_type(s_, col) == SQLITE_NULL; }
+  std::string_view Text(int col) const {
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s_, col));
+    return p == nullptr ? std::string_view()
+                        : std::string_view(p, static_cast<size_t>(sqlite3_column_bytes(s_, col)));
+  }
+  std::string_view Blob(int col) const {
+    const auto* p = static_cast<const char*>(sqlite3_column_blob(s_, col));
+    return p == nullptr ? std::string_view()
+                        : std::string_view(p, static_cast<size_t>(sqlite3_column_bytes(s_, col)));
+  }
+
+ private:
+  sqlite3_stmt* s_;
+};
+
+// A read transaction: one snapshot for every statement of a read. Read-only, so ending it with
+// ROLLBACK loses nothing.
+class ReadTransaction {
+ public:
+  explicit ReadTransaction(Connection& db) : db_(db) {}
+  ~ReadTransaction() {
+    if (open_) (void)db_.Exec("ROLLBACK");
+  }
+  ReadTransaction(const ReadTransaction&) = delete;
+  ReadTransaction& operator=(const ReadTransaction&) = delete;
+  Status Begin() {
+    if (auto st = db_.Exec("BEGIN"); !st.ok()) return st;
+    open_ = true;
+    return {};
+  }
+
+ private:
+  Connection& db_;
+  bool open_ = false;
+};
+
+Status ReadHash(const Use& q, int col, Hash& out) {
+  const std::string_view bytes = q.Blob(col);
+  if (bytes.size() != out.size()) {
+    return Error::Internal("a stored hash is " + std::to_string(bytes.size()) + " bytes, not " +
+                           std::to_string(out.size()));
+  }
+  std::memcpy(out.data(), bytes.data(), out.size());
+  return {};
+}
+
+// Reads the columns of kEntryColumns, in that order.
+Status ReadRow(const Use& q, EntryRow& row) {
+  row.position = q.Int(0);
+  row.patient_id = q.Text(1);
+  row.version = q.Int(2);
+  row.event_id = q.Text(3);
+  row.type = q.Text(4);
+  row.payload = q.Blob(5);
+  row.recorded_at_ms = q.Int(6);
+  row.actor.id = q.Text(7);
+  row.actor.role = q.Text(8);
+  row.actor.source = q.Text(9);
+  row.idempotency_key = q.IsNull(10) ? std::string_view() : q.Text(10);
+  if (auto st = ReadHash(q, 11, row.prev_hash); !st.ok()) return st;
+  return ReadHash(q, 12, row.hash);
+}
+
+Result<std::optional<PatientKey>> ReadKey(const Statement& key_query, std::string_view patient_id,
+                                          sqlite3* db) {
+  Use q(key_query);
+  q.Bind(1, patient_id);
+  const int rc = q.Step();
+  if (rc == SQLITE_DONE) return std::optional<PatientKey>();
+  if (rc != SQLITE_ROW) return SqliteError(db, "reading a patient key");
+  auto key = PatientKey::FromBytes(q.Blob(0));
+  if (!key.ok()) {
+    return Error::Internal("patient " + std::string(patient_id) + ": " + key.error().message);
+  }
+  return std::optional<PatientKey>(std::move(*key));
+}
+
+// Prepares a list of statements, stopping at the first failure.
+Status PrepareAll(sqlite3* db, std::initializer_list<std::pair<Statement*, std::string>> list) {
+  for (const auto& [statement, sql] : list) {
+    if (auto st = statement->Prepare(db, sql); !st.ok()) return st;
+  }
+  return {};
+}
+
+Status ConfigureWriter(Connection& db) {
+  auto mode = db.QueryText("PRAGMA journal_mode = WAL");
+  if (!mode.ok()) return mode.error();
+  if (*mode != "wal") {
+    return Error::Internal("the database could not be put in WAL mode (it is in " + *mode +
+                           " mode)");
+  }
+  // FULL: the WAL is synced at every commit, so an acknowledged append survives power loss.
+  // secure_delete: the one deletion, of an erased patient's key, overwrites the key's bytes.
+  return db.Exec("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;");
+}
+
+// Runs the missing migrations in one transaction: a crash leaves the old version whole.
+Status Migrate(Connection& db, const std::string& path) {
+  if (auto st = db.Exec("BEGIN IMMEDIATE"); !st.ok()) return st;
+  auto fail = [&db](Error e) -> Status {
+    (void)db.Exec("ROLLBACK");
+    return e;
+  };
+  auto version_text = db.QueryText("PRAGMA user_version");
+  if (!version_text.ok()) return fail(version_text.error());
+  auto app_text = db.QueryText("PRAGMA application_id");
+  if (!app_text.ok()) return fail(app_text.error());
+  auto tables_text = db.QueryText("SELECT count(*) FROM sqlite_schema");
+  if (!tables_text.ok()) return fail(tables_text.error());
+  const long version = std::strtol(version_text->c_str(), nullptr, 10);
+  const long application_id = std::strtol(app_text->c_str(), nullptr, 10);
+  const long objects = std::strtol(tables_text->c_str(), nullptr, 10);
+
+  if (version > kSqliteSchemaVersion) {
+    return fail(
+        Error::BadInput("the database " + path + " has schema version " + std::to_string(version) +
+                            ", newer than this build's " + std::to_string(kSqliteSchemaVersion) +
+                            "; open it with the newer isoguard that wrote it (nothing was changed)",
+                        "db"));
+  }
+  if ((application_id != 0 && application_id != kSqliteApplicationId) ||
+      (version > 0 && application_id != kSqliteApplicationId) || (version == 0 && objects > 0)) {
+    return fail(Error::BadInput(
+        "the database " + path + " is not an isoguard event store (it holds other data)", "db"));
+  }
+  for (int v = static_cast<int>(version) + 1; v <= kSqliteSchemaVersion; ++v) {
+    if (auto st = db.Exec(kMigrations[v - 1]); !st.ok()) {
+      return fail(Error::Internal("migration to schema version " + std::to_string(v) +
+                                  " failed: " + st.error().message));
+    }
+    const std::string set = "PRAGMA user_version = " + std::to_string(v) +
+                            "; PRAGMA application_id = " + std::to_string(kSqliteApplicationId);
+    if (auto st = db.Exec(set.c_str()); !st.ok()) return fail(st.error());
+  }
+  if (auto st = db.Exec("COMMIT"); !st.ok()) return fail(st.error());
+  return {};
+}
+
+Status SyncPath(const std::string& path, bool directory) {
+  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0)
+    return Error::Internal("cannot open " + path + " to sync it: " + std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int saved = errno;
+  ::close(fd);
+  if (rc != 0) return Error::Internal("cannot sync " + path + ": " + std::strerror(saved));
+  return {};
+}
+
+}  // namespace
+
+// ===========================================================================================
+// The store.
+// ===========================================================================================
+
+// One queued write: an append or an erasure. It lives on the caller's stack; the caller waits
+// until `done` (guarded by Impl::mu) says the writer has committed or failed it.
+struct WriteRequest {
+  const AppendRequest* append = nullptr;  // null: an erasure
+  std::vector<CheckedEntry> entries;
+  std::string_view erase_patient;
+  const Actor* erase_actor = nullptr;
+
+  Result<AppendResult> append_result = Error::Internal("the request was not applied");
+  Status erase_status;
+  bool erased = false;  // a key was destroyed
+
+  bool done = false;
+  uint64_t batch = 0;  // the number of the batch that took it; 0: still queued
+
+  bool ok() const { return append != nullptr ? append_result.ok() : erase_status.ok(); }
+  size_t weight() const { return std::max<size_t>(entries.size(), 1); }
+};
+
+// The writer's memory of a stream's head, so that an append to a stream it has written to
+// needs no query for the head or the key. Valid while no other connection writes the file
+// (PRAGMA data_version, read inside each write transaction, says when one has).
+struct StreamHead {
+  int64_t version = 0;
+  Hash hash{};
+  PatientKey key;
+};
+
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
+};
+
+struct Reader {
+  Connection db;
+  Statement key;
+  Statement stream_rows;
+  Statement rows_after;
+  Statement all_rows;
+  Statement erasure;
+  Statement empty_stream;
+};
+
+struct SqliteEventStore::Impl {
+  std::string path;
+  SqliteOptions options;
+  ParseOptions read_options;
+
+  // ---- The writer: its connection and statements belong to the writer thread (and to Open
+  // and the destructor, when that thread is not running).
+  Connection db;
+  Statement begin, commit, rollback, savepoint, release, rollback_to;
+  Statement data_version, max_position, find_append, replay_rows, head, insert_stream, insert_key,
+      find_key, find_event, insert_entry, insert_append, stream_exists, insert_audit, delete_key;
+  bool wal_truncate_pending = false;
+  std::unordered_map<std::string, StreamHead, StringHash, std::equal_to<>> heads;
+  int64_t last_data_version = -1;
+  static constexpr size_t kMaxCachedHeads = 100000;  // about 10 MB
+  std::chrono::steady_clock::time_point last_truncate_attempt{};
+
+  std::mutex mu;
+  std::condition_variable work_cv;   // the writer waits for requests
+  std::condition_variable space_cv;  // callers wait for room in the queue
+  // Callers wait for their batch on done_cv[batch % 2]: one broadcast wakes the callers of a
+  // batch and not those queued for the next one, which the writer is already taking.
+  std::condition_variable done_cv[2];
+  std::deque<WriteRequest*> queue;
+  uint64_t batches_taken = 0;
+  bool stopping = false;
+  std::thread writer;
+
+  // ---- Readers.
+  std::mutex readers_mu;
+  std::condition_variable readers_cv;
+  std::vector<std::unique_ptr<Reader>> idle_readers;
+  size_t readers_open = 0;
+
+  Status PrepareWriter();
+  void Submit(WriteRequest& request);
+  void WriterLoop();
+  void CommitBatch(std::vector<WriteRequest*>& batch);
+  Result<AppendResult> ApplyAppend(WriteRequest& request, int64_t& next_position);
+  Result<AppendResult> Replay(const AppendRequest& request, int64_t first, int64_t last);
+  Status ApplyErase(WriteRequest& request);
+  void TruncateWal(bool wait);
+
+  Result<std::unique_ptr<Reader>> AcquireReader();
+  void ReleaseReader(std::unique_ptr<Reader> reader);
+};
+
+namespace {
+
+// A reader connection borrowed from the pool, returned when the lease ends.
+class ReaderLease {
+ public:
+  ReaderLease(SqliteEventStore::Impl& impl, std::unique_ptr<Reader> reader)
+      : impl_(impl), reader_(std::move(reader)) {}
+  ~ReaderLease() {
+    if (reader_ != nullptr) impl_.ReleaseReader(std::move(reader_));
+  }
+  ReaderLease(const ReaderLease&) = delete;
+  ReaderLease& operator=(const ReaderLease&) = delete;
+  Reader& operator*() const { return *reader_; }
+  Reader* operator->() const { return reader_.get(); }
+
+ private:
+  SqliteEventStore::Impl& impl_;
+  std::unique_ptr<Reader> reader_;
+};
+
+}  // namespace
+
+Status SqliteEventStore::Impl::PrepareWriter() {
+  const std::string columns = kEntryColumns;
+  return PrepareAll(
+      db.get(),
+      {
+          {&begin, "BEGIN IMMEDIATE"},
+          {&commit, "COMMIT"},
+          {&rollback, "ROLLBACK"},
+          {&savepoint, "SAVEPOINT request"},
+          {&release, "RELEASE request"},
+          {&rollback_to, "ROLLBACK TO request"},
+          {&data_version, "PRAGMA data_version"},
+          {&max_position, "SELECT coalesce(max(position), 0) FROM entries"},
+          {&find_append,
+           "SELECT first_version, last_version FROM appends "
+           "WHERE patient_id = ?1 AND idempotency_key = ?2"},
+          {&replay_rows,
+           "SELECT event_id, position FROM entries "
+           "WHERE patient_id = ?1 AND version BETWEEN ?2 AND ?3 ORDER BY version"},
+          {&head,
+           "SELECT version, hash FROM entries WHERE patient_id = ?1 "
+           "ORDER BY version DESC LIMIT 1"},
+          {&insert_stream, "INSERT INTO streams (patient_id, created_at_ms) VALUES (?1, ?2)"},
+          {&insert_key,
+           "INSERT INTO patient_keys (patient_id, key, created_at_ms) VALUES (?1, ?2, ?3)"},
+          {&find_key, "SELECT key FROM patient_keys WHERE patient_id = ?1"},
+          {&find_event,
+           "SELECT type, version FROM entries WHERE patient_id = ?1 AND event_id = ?2"},
+          {&insert_entry, "INSERT INTO entries (" + columns +
+                              ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"},
+          {&insert_append,
+           "INSERT INTO appends (patient_id, idempotency_key, first_version, last_version) "
+           "VALUES (?1, ?2, ?3, ?4)"},
+          {&stream_exists, "SELECT 1 FROM streams WHERE patient_id = ?1"},
+          {&insert_audit,
+           "INSERT INTO audit (action, patient_id, actor_id, actor_role, actor_source, at_ms) "
+           "VALUES ('erasure', ?1, ?2, ?3, ?4, ?5)"},
+          {&delete_key, "DELETE FROM patient_keys WHERE patient_id = ?1"},
+      });
+}
+
+// ---- Writing
+
+void SqliteEventStore::Impl::Submit(WriteRequest& request) {
+  std::unique_lock lock(mu);
+  space_cv.wait(lock, [&] { return queue.size() < options.max_queued_requests || stopping; });
+  if (stopping) {
+    request.append_result = Error::Internal("the event store is closing");
+    request.erase_status = Error::Internal("the event store is closing");
+    return;
+  }
+  queue.push_back(&request);
+  work_cv.notify_one();
+  while (!request.done) {
+    // Queued now, it normally goes in the next batch the writer takes; should it not (a batch
+    // full of entries), the wait ends early and the loop waits for the right one.
+    const uint64_t batch = request.batch != 0 ? request.batch : batches_taken + 1;
+    done_cv[batch % 2].wait(lock);
+  }
+}
+
+void SqliteEventStore::Impl::WriterLoop() {
+  std::vector<WriteRequest*> batch;
+  uint64_t batch_number = 0;
+  for (;;) {
+    {
+      std::unique_lock lock(mu);
+      work_cv.wait(lock, [&] { return stopping || !queue.empty(); });
+      if (queue.empty()) return;  // stopping, and everything queued is committed
+      // Group commit: whatever queued while the last batch committed goes in this one. The
+      // writer does not wait for more: with many callers the queue refills during each commit
+      // (measured: waiting for the stragglers gained nothing, see docs/performance.md).
+      size_t entries = 0;
+      ++batches_taken;
+      while (!queue.empty() && batch.size() < options.max_batch_requests) {
+        WriteRequest* next = queue.front();
+        if (!batch.empty() && entries + next->weight() > options.max_batch_entries) break;
+        entries += next->weight();
+        next->batch = batches_taken;
+        batch.push_back(next);
+        queue.pop_front();
+      }
+      batch_number = batches_taken;
+      space_cv.notify_all();
+    }
+    CommitBatch(batch);
+    {
+      std::lock_guard lock(mu);
+      for (WriteRequest* r : batch) r->done = true;
+    }
+    // After the unlock, so that the callers woken do not wait for the lock. Once `done` is
+    // set a caller may return and destroy its request: only the store's own state is touched.
+    done_cv[batch_number % 2].notify_all();
+    batch.clear();
+    if (wal_truncate_pending &&
+        std::chrono::steady_clock::now() - last_truncate_attempt > std::chrono::milliseconds(250)) {
+      TruncateWal(false);
+    }
+  }
+}
+
+void SqliteEventStore::Impl::CommitBatch(std::vector<WriteRequest*>& batch) {
+  auto fail_all = [&batch](const Error& error) {
+    for (WriteRequest* r : batch) {
+      if (r->append != nullptr) {
+        r->append_result = error;
+      } else {
+        r->erase_status = error;
+        r->erased = false;
+      }
+    }
+  };
+  auto step = [this](const Statement& s) -> Status {
+    Use q(s);
+    const int rc = q.Step();
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) return SqliteError(db.get(), sqlite3_sql(s.get()));
+    return {};
+  };
+  auto abandon = [&](const Error& error) {
+    if (sqlite3_get_autocommit(db.get()) == 0) (void)step(rollback);
+    heads.clear();  // it may hold heads that were rolled back
+    fail_all(Error::Internal("nothing was written: " + error.message));
+  };
+
+  if (auto st = step(begin); !st.ok()) return fail_all(st.error());
+  {
+    Use q(data_version);
+    if (q.Step() != SQLITE_ROW) return abandon(SqliteError(db.get(), "reading data_version"));
+    if (q.Int(0) != last_data_version) {
+      heads.clear();  // another connection wrote: what the writer remembers may be stale
+      last_data_version = q.Int(0);
+    }
+  }
+  int64_t next_position = 0;
+  {
+    Use q(max_position);
+    if (q.Step() != SQLITE_ROW) return abandon(SqliteError(db.get(), "reading the log's end"));
+    next_position = q.Int(0) + 1;
+  }
+
+  bool erased_any = false;
+  for (WriteRequest* r : batch) {
+    if (auto st = step(savepoint); !st.ok()) return abandon(st.error());
+    const int64_t saved_position = next_position;
+    if (r->append != nullptr) {
+      r->append_result = ApplyAppend(*r, next_position);
+    } else {
+      r->erase_status = ApplyErase(*r);
+    }
+    // An I/O error can make SQLite roll the whole transaction back by itself.
+    if (sqlite3_get_autocommit(db.get()) != 0) {
+      const Error error =
+          r->ok() ? Error::Internal("the transaction was rolled back")
+                  : (r->append != nullptr ? r->append_result.error() : r->erase_status.error());
+      heads.clear();
+      return fail_all(Error::Internal("nothing was written: " + error.message));
+    }
+    if (r->ok()) {
+      if (auto st = step(release); !st.ok()) return abandon(st.error());
+      erased_any = erased_any || r->erased;
+    } else {
+      next_position = saved_position;
+      if (auto st = step(rollback_to); !st.ok()) return abandon(st.error());
+      if (auto st = step(release); !st.ok()) return abandon(st.error());
+    }
+  }
+  if (auto st = step(commit); !st.ok()) {
+    // The requests that failed on their own keep their errors; the others learn that the
+    // commit did not happen.
+    if (sqlite3_get_autocommit(db.get()) == 0) (void)step(rollback);
+    heads.clear();
+    for (WriteRequest* r : batch) {
+      if (!r->ok()) continue;
+      const Error error =
+          Error::Internal("the commit failed, nothing was written: " + st.error().message);
+      if (r->append != nullptr) {
+        r->append_result = error;
+      } else {
+        r->erase_status = error;
+      }
+    }
+    return;
+  }
+  if (erased_any) {
+    wal_truncate_pending = true;
+    TruncateWal(false);
+  }
+}
+
+Result<AppendResult> SqliteEventStore::Impl::Replay(const AppendRequest& request, int64_t first,
+                                                    int64_t last) {
+  AppendResult result;
+  result.first_version = first;
+  result.last_version = last;
+  result.replayed = true;
+  Use q(replay_rows);
+  q.Bind(1, request.patient_id).Bind(2, first).Bind(3, last);
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    result.event_ids.emplace_back(q.Text(0));
+    result.last_position = q.Int(1);
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db.get(), "replaying an append");
+  return result;
+}
+
+Result<AppendResult> SqliteEventStore::Impl::ApplyAppend(WriteRequest& request,
+                                                         int64_t& next_position) {
+  const AppendRequest& a = *request.append;
+  const std::vector<CheckedEntry>& entries = request.entries;
+  const std::string_view patient = a.patient_id;
+  const int64_t now_ms = NowMs();
+
+  // The same idempotency key again: the first result, nothing written.
+  if (!a.idempotency_key.empty()) {
+    Use q(find_append);
+    q.Bind(1, patient).Bind(2, a.idempotency_key);
+    const int rc = q.Step();
+    if (rc == SQLITE_ROW) return Replay(a, q.Int(0), q.Int(1));
+    if (rc != SQLITE_DONE) return SqliteError(db.get(), "looking up an idempotency key");
+  }
+
+  int64_t version = 0;
+  Hash prev_hash{};
+  std::optional<PatientKey> key;
+  if (auto cached = heads.find(patient); cached != heads.end()) {
+    version = cached->second.version;
+    prev_hash = cached->second.hash;
+    key = cached->second.key;
+  } else {
+    Use q(head);
+    q.Bind(1, patient);
+    const int rc = q.Step();
+    if (rc == SQLITE_ROW) {
+      version = q.Int(0);
+      if (auto st = ReadHash(q, 1, prev_hash); !st.ok()) return st.error();
+    } else if (rc != SQLITE_DONE) {
+      return SqliteError(db.get(), "reading the stream's head");
+    }
+    if (version > 0) {
+      auto found = ReadKey(find_key, patient, db.get());
+      if (!found.ok()) return found.error();
+      if (!found->has_value()) {
+        return Error::BadInput(
+            "patient " + std::string(patient) + " was erased; the stream takes no more entries",
+            "patient_id");
+      }
+      key = std::move(**found);
+    }
+  }
+  if (a.expected_version && *a.expected_version != version) {
+    return Error::Conflict("patient " + std::string(patient) + ": expected version " +
+                               std::to_string(*a.expected_version) + ", the stream is at version " +
+                               std::to_string(version),
+                           "expected_version");
+  }
+
+  if (version == 0) {
+    if (!entries.front().is_patient) {
+      return Error::BadInput(
+          "a new stream begins with the patient entry ({\"type\": \"patient\", ...})",
+          "entries[0].type");
+    }
+    {
+      Use q(insert_stream);
+      q.Bind(1, patient).Bind(2, now_ms);
+      if (q.Step() != SQLITE_DONE) return SqliteError(db.get(), "creating the stream");
+    }
+    key = PatientKey::Generate();
+    Use q(insert_key);
+    q.Bind(1, patient).BindBlob(2, key->bytes()).Bind(3, now_ms);
+    if (q.Step() != SQLITE_DONE) return SqliteError(db.get(), "storing the patient's key");
+  }
+
+  // Whether an event id is taken in the stream (including this append's entries written so
+  // far), and by what type of entry.
+  auto find = [this, patient](std::string_view event_id,
+                              std::string& type) -> Result<std::optional<int64_t>> {
+    Use q(find_event);
+    q.Bind(1, patient).Bind(2, event_id);
+    const int rc = q.Step();
+    if (rc == SQLITE_DONE) return std::optional<int64_t>();
+    if (rc != SQLITE_ROW) return SqliteError(db.get(), "looking up an event id");
+    type = q.Text(0);
+    return std::optional<int64_t>(q.Int(1));
+  };
+  std::unordered_set<std::string_view> given_ids;
+  for (const CheckedEntry& e : entries) {
+    if (!e.event_id.empty()) given_ids.insert(e.event_id);
+  }
+
+  AppendResult result;
+  result.first_version = version + 1;
+  result.event_ids.reserve(entries.size());
+  EntryRow row;
+  row.patient_id = patient;
+  row.actor = a.actor;
+  row.idempotency_key = a.idempotency_key;
+  row.recorded_at_ms = now_ms;
+  std::string found_type;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const CheckedEntry& e = entries[i];
+    const std::string field = "entries[" + std::to_string(i) + "]";
+    row.version = version + 1 + static_cast<int64_t>(i);
+
+    if (!e.prescription_ref.empty() && !e.prescription_in_append) {
+      auto target = find(e.prescription_ref, found_type);
+      if (!target.ok()) return target.error();
+      if (!target->has_value() || found_type != ToString(EventType::kPrescription)) {
+        return Error::BadInput("names prescription " + Shown(e.prescription_ref) +
+                                   ", which is not in the patient's stream",
+                               field + ".prescription");
+      }
+    }
+
+    // The unique index on (patient_id, event_id) finds an id already in the stream: the insert
+    // is tried first and the stream looked at only when it fails, which is rare, rather than
+    // before every insert. A given id that is taken is the caller's error; an assigned one
+    // that is taken (by a given id of the same form) moves on to the next form.
+    row.type = e.type;
+    row.position = next_position;
+    row.prev_hash = prev_hash;
+    bool written = false;
+    for (int attempt = 0; attempt < 100 && !written; ++attempt) {
+      if (!e.event_id.empty()) {
+        row.event_id = e.event_id;
+      } else {
+        row.event_id = AssignedEventId(patient, row.version, attempt);
+        if (given_ids.contains(row.event_id)) continue;
+      }
+      row.payload = SealPayload(*key, patient, row.version, StoredJson(e, row.event_id));
+      row.hash = EntryHash(row);
+      Use q(insert_entry);
+      q.Bind(1, row.position)
+          .Bind(2, row.patient_id)
+          .Bind(3, row.version)
+          .Bind(4, row.event_id)
+          .Bind(5, row.type)
+          .BindBlob(6, row.payload)
+          .Bind(7, row.recorded_at_ms)
+          .Bind(8, row.actor.id)
+          .Bind(9, row.actor.role)
+          .Bind(10, row.actor.source);
+      if (row.idempotency_key.empty()) {
+        q.BindNull(11);
+      } else {
+        q.Bind(11, row.idempotency_key);
+      }
+      q.BindBlob(12, row.prev_hash).BindBlob(13, row.hash);
+      const int rc = q.Step();
+      if (rc == SQLITE_DONE) {
+        written = true;
+        break;
+      }
+      Error failure = SqliteError(db.get(), "writing " + field);
+      if (sqlite3_extended_errcode(db.get()) != SQLITE_CONSTRAINT_UNIQUE) return failure;
+      auto taken = find(row.event_id, found_type);
+      if (!taken.ok()) return taken.error();
+      if (!taken->has_value()) return failure;  // another unique key: a bug, not an input
+      if (!e.event_id.empty()) {
+        return Error::BadInput("id " + Shown(e.event_id) +
+                                   " is already used in the patient's stream (version " +
+                                   std::to_string(**taken) + ")",
+                               field + ".id");
+      }
+    }
+    if (!written) {
+      return Error::BadInput("no free id could be assigned; give the event an id", field + ".id");
+    }
+    ++next_position;
+    prev_hash = row.hash;
+    result.event_ids.push_back(row.event_id);
+    result.last_position = row.position;
+  }
+  result.last_version = row.version;
+
+  if (!a.idempotency_key.empty()) {
+    Use q(insert_append);
+    q.Bind(1, patient).Bind(2, a.idempotency_key).Bind(3, result.first_version);
+    q.Bind(4, result.last_version);
+    if (q.Step() != SQLITE_DONE) return SqliteError(db.get(), "recording the idempotency key");
+  }
+  // Remembered for the next append; forgotten if this request or the batch is rolled back.
+  if (heads.size() >= kMaxCachedHeads) heads.clear();
+  StreamHead& remembered = heads[std::string(patient)];
+  remembered.version = result.last_version;
+  remembered.hash = prev_hash;
+  remembered.key = *key;
+  return result;
+}
+
+Status SqliteEventStore::Impl::ApplyErase(WriteRequest& request) {
+  const std::string_view patient = request.erase_patient;
+  {
+    Use q(stream_exists);
+    q.Bind(1, patient);
+    const int rc = q.Step();
+    if (rc == SQLITE_DONE) {
+      return Error::NotFound("no patient " + Shown(patient) + " in the event store", "patient_id");
+    }
+    if (rc != SQLITE_ROW) return SqliteError(db.get(), "looking up the patient");
+  }
+  auto key = ReadKey(find_key, patient, db.get());
+  if (!key.ok()) return key.error();
+  if (!key->has_value()) return {};  // erased before: the first erasure stands
+  const Actor& actor = *request.erase_actor;
+  {
+    Use q(insert_audit);
+    q.Bind(1, patient).Bind(2, actor.id).Bind(3, actor.role).Bind(4, actor.source);
+    q.Bind(5, NowMs());
+    if (q.Step() != SQLITE_DONE) return SqliteError(db.get(), "recording the erasure");
+  }
+  Use q(delete_key);
+  q.Bind(1, patient);
+  if (q.Step() != SQLITE_DONE) return SqliteError(db.get(), "destroying the patient's key");
+  request.erased = true;
+  heads.erase(std::string(patient));
+  return {};
+}
+
+// After an erasure the key's old bytes may still sit in WAL frames: a TRUNCATE checkpoint
+// copies the WAL into the database (where secure_delete zeroed the key) and empties the WAL.
+// It needs every reader to be on the newest snapshot; a long read makes it wait, so the writer
+// tries without waiting and tries again after later batches.
+void SqliteEventStore::Impl::TruncateWal(bool wait) {
+  last_truncate_attempt = std::chrono::steady_clock::now();
+  if (!wait) sqlite3_busy_timeout(db.get(), 0);
+  int wal_frames = 0;
+  int checkpointed = 0;
+  const int rc = sqlite3_wal_checkpoint_v2(db.get(), nullptr, SQLITE_CHECKPOINT_TRUNCATE,
+                                           &wal_frames, &checkpointed);
+  if (!wait) sqlite3_busy_timeout(db.get(), options.busy_timeout_ms);
+  if (rc == SQLITE_OK) wal_truncate_pending = false;
+}
+
+// ---- Readers
+
+Result<std::unique_ptr<Reader>> SqliteEventStore::Impl::AcquireReader() {
+  {
+    std::unique_lock lock(readers_mu);
+    readers_cv.wait(lock, [&] {
+      return !idle_readers.empty() || readers_open < std::max<size_t>(options.max_readers, 1);
+    });
+    if (!idle_readers.empty()) {
+      std::unique_ptr<Reader> reader = std::move(idle_readers.back());
+      idle_readers.pop_back();
+      return reader;
+    }
+    ++readers_open;  // reserved; opened below without the lock
+  }
+  auto fail = [this](Error e) -> Result<std::unique_ptr<Reader>> {
+    std::lock_guard lock(readers_mu);
+    --readers_open;
+    readers_cv.notify_one();
+    return e;
+  };
+  auto reader = std::make_unique<Reader>();
+  auto connection = Connection::Open(path, false, options.busy_timeout_ms);
+  if (!connection.ok()) return fail(connection.error());
+  reader->db = std::move(*connection);
+  if (auto st = reader->db.Exec("PRAGMA query_only = ON"); !st.ok()) return fail(st.error());
+  const std::string columns = kEntryColumns;
+  auto st = PrepareAll(
+      reader->db.get(),
+      {
+          {&reader->key, "SELECT key FROM patient_keys WHERE patient_id = ?1"},
+          {&reader->stream_rows,
+           "SELECT " + columns + " FROM entries WHERE patient_id = ?1 ORDER BY version"},
+          {&reader->rows_after,
+           "SELECT " + columns + " FROM entries WHERE position > ?1 ORDER BY position LIMIT ?2"},
+          {&reader->all_rows, "SELECT " + columns + " FROM entries ORDER BY patient_id, version"},
+          {&reader->erasure,
+           "SELECT 1 FROM audit WHERE patient_id = ?1 AND action = 'erasure' LIMIT 1"},
+          {&reader->empty_stream,
+           "SELECT patient_id FROM streams WHERE NOT EXISTS "
+           "(SELECT 1 FROM entries WHERE entries.patient_id = streams.patient_id) LIMIT 1"},
+      });
+  if (!st.ok()) return fail(st.error());
+  return reader;
+}
+
+void SqliteEventStore::Impl::ReleaseReader(std::unique_ptr<Reader> reader) {
+  std::lock_guard lock(readers_mu);
+  idle_readers.push_back(std::move(reader));
+  readers_cv.notify_one();
+}
+
+// ---- The public face
+
+SqliteEventStore::SqliteEventStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+SqliteEventStore::~SqliteEventStore() {
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->stopping = true;
+  }
+  impl_->work_cv.notify_all();
+  impl_->space_cv.notify_all();
+  if (impl_->writer.joinable()) impl_->writer.join();
+  if (impl_->wal_truncate_pending) impl_->TruncateWal(true);
+}
+
+Result<std::unique_ptr<SqliteEventStore>> SqliteEventStore::Open(const std::string& path,
+                                                                 const SqliteOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->path = path;
+  impl->options = options;
+  impl->read_options = ReadBackOptions(options.store.parse);
+  auto db = Connection::Open(path, true, options.busy_timeout_ms);
+  if (!db.ok()) return db.error();
+  impl->db = std::move(*db);
+  if (auto st = ConfigureWriter(impl->db); !st.ok()) return st.error();
+  if (auto st = Migrate(impl->db, path); !st.ok()) return st.error();
+  if (auto st = impl->PrepareWriter(); !st.ok()) return st.error();
+  Impl* raw = impl.get();
+  impl->writer = std::thread([raw] {
+    pthread_setname_np(pthread_self(), "isoguard-writer");  // for top, perf, gdb
+    raw->WriterLoop();
+  });
+  return std::unique_ptr<SqliteEventStore>(new SqliteEventStore(std::move(impl)));
+}
+
+Result<AppendResult> SqliteEventStore::Append(const AppendRequest& request) {
+  auto entries = CheckAppend(request, impl_->options.store.parse);
+  if (!entries.ok()) return entries.error();
+  WriteRequest r;
+  r.append = &request;
+  r.entries = std::move(*entries);
+  impl_->Submit(r);
+  return std::move(r.append_result);
+}
+
+Status SqliteEventStore::ErasePatient(const std::string& patient_id, const Actor& actor) {
+  if (auto st = CheckErasure(patient_id, actor); !st.ok()) return st;
+  WriteRequest r;
+  r.erase_patient = patient_id;
+  r.erase_actor = &actor;
+  impl_->Submit(r);
+  return r.erase_status;
+}
+
+Result<Stream> SqliteEventStore::ReadStream(const std::string& patient_id) {
+  auto acquired = impl_->AcquireReader();
+  if (!acquired.ok()) return acquired.error();
+  ReaderLease reader(*impl_, std::move(*acquired));
+  ReadTransaction txn(reader->db);
+  if (auto st = txn.Begin(); !st.ok()) return st.error();
+
+  auto key = ReadKey(reader->key, patient_id, reader->db.get());
+  if (!key.ok()) return key.error();
+  Stream stream;
+  stream.patient_id = patient_id;
+  ChainCheck chain;
+  EntryRow row;
+  Use q(reader->stream_rows);
+  q.Bind(1, std::string_view(patient_id));
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    if (auto st = ReadRow(q, row); !st.ok()) return st.error();
+    if (auto st = chain.Next(row); !st.ok()) return st.error();
+    auto entry = DecodeEntry(row, key->has_value() ? &**key : nullptr, impl_->read_options);
+    if (!entry.ok()) return entry.error();
+    stream.entries.push_back(std::move(*entry));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(reader->db.get(), "reading a stream");
+  stream.version = chain.version();
+  return stream;
+}
+
+Result<std::vector<StoredEntry>> SqliteEventStore::ReadAll(int64_t after, size_t limit) {
+  std::vector<StoredEntry> out;
+  limit = std::min(limit, kMaxReadAllEntries);
+  if (limit == 0) return out;
+  auto acquired = impl_->AcquireReader();
+  if (!acquired.ok()) return acquired.error();
+  ReaderLease reader(*impl_, std::move(*acquired));
+  ReadTransaction txn(reader->db);
+  if (auto st = txn.Begin(); !st.ok()) return st.error();
+
+  std::unordered_map<std::string, std::optional<PatientKey>> keys;
+  EntryRow row;
+  Use q(reader->rows_after);
+  q.Bind(1, after).Bind(2, static_cast<int64_t>(limit));
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    if (auto st = ReadRow(q, row); !st.ok()) return st.error();
+    if (EntryHash(row) != row.hash) {
+      return Error::Internal("patient " + row.patient_id + " version " +
+                             std::to_string(row.version) +
+                             ": hash does not match the entry (it was changed after it was "
+                             "written)");
+    }
+    auto it = keys.find(row.patient_id);
+    if (it == keys.end()) {
+      auto key = ReadKey(reader->key, row.patient_id, reader->db.get());
+      if (!key.ok()) return key.error();
+      it = keys.emplace(row.patient_id, std::move(*key)).first;
+    }
+    auto entry =
+        DecodeEntry(row, it->second.has_value() ? &*it->second : nullptr, impl_->read_options);
+    if (!entry.ok()) return entry.error();
+    out.push_back(std::move(*entry));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(reader->db.get(), "reading the log");
+  return out;
+}
+
+Result<VerifyReport> SqliteEventStore::Verify() {
+  auto acquired = impl_->AcquireReader();
+  if (!acquired.ok()) return acquired.error();
+  ReaderLease reader(*impl_, std::move(*acquired));
+  ReadTransaction txn(reader->db);
+  if (auto st = txn.Begin(); !st.ok()) return st.error();
+  sqlite3* db = reader->db.get();
+
+  VerifyReport report;
+  std::string current;
+  ChainCheck chain;
+  std::optional<PatientKey> key;
+  EntryRow row;
+  {
+    Use q(reader->all_rows);
+    int rc;
+    while ((rc = q.Step()) == SQLITE_ROW) {
+      if (auto st = ReadRow(q, row); !st.ok()) {
+        report.first_problem = "patient " + std::string(q.Text(1)) + " version " +
+                               std::to_string(q.Int(2)) + ": " + st.error().message;
+        return report;
+      }
+      if (report.streams_checked == 0 || row.patient_id != current) {
+        current = row.patient_id;
+        ++report.streams_checked;
+        chain = ChainCheck();
+        auto found = ReadKey(reader->key, current, db);
+        if (!found.ok()) {
+          report.first_problem = found.error().message;
+          return report;
+        }
+        key = std::move(*found);
+        if (!key.has_value()) {
+          Use e(reader->erasure);
+          e.Bind(1, std::string_view(current));
+          const int erc = e.Step();
+          if (erc == SQLITE_DONE) {
+            report.first_problem =
+                "patient " + current + ": the key is missing, and no erasure was recorded";
+            return report;
+          }
+          if (erc != SQLITE_ROW) return SqliteError(db, "reading the audit table");
+        }
+      }
+      if (auto st = chain.Next(row); !st.ok()) {
+        report.first_problem = st.error().message;
+        return report;
+      }
+      if (key.has_value()) {
+        if (auto entry = DecodeEntry(row, &*key, impl_->read_options); !entry.ok()) {
+          report.first_problem = entry.error().message;
+          return report;
+        }
+      }
+      ++report.entries_checked;
+    }
+    if (rc != SQLITE_DONE) return SqliteError(db, "walking the log");
+  }
+  Use q(reader->empty_stream);
+  const int rc = q.Step();
+  if (rc == SQLITE_ROW) {
+    report.first_problem = "patient " + std::string(q.Text(0)) + ": the stream has no entries";
+  } else if (rc != SQLITE_DONE) {
+    return SqliteError(db, "checking the streams");
+  }
+  return report;
+}
+
+Status SqliteEventStore::Backup(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(path, ec)) {
+    return Error::BadInput("already exists; a backup never overwrites a file", "backup " + path);
+  }
+  const std::string partial = path + ".partial";
+  fs::remove(partial, ec);
+
+  auto acquired = impl_->AcquireReader();
+  if (!acquired.ok()) return acquired.error();
+  ReaderLease reader(*impl_, std::move(*acquired));
+  {
+    auto dest = Connection::Open(partial, true, impl_->options.busy_timeout_ms);
+    if (!dest.ok()) return dest.error();
+    // One step copies every page inside one read transaction of the source: a consistent
+    // snapshot that the WAL lets writers go on beside. (Copying in several steps would restart
+    // whenever the writer commits, which under load could be forever.)
+    sqlite3_backup* backup = sqlite3_backup_init(dest->get(), "main", reader->db.get(), "main");
+    if (backup == nullptr) return SqliteError(dest->get(), "starting the backup");
+    const int rc = sqlite3_backup_step(backup, -1);
+    sqlite3_backup_finish(backup);
+    if (rc != SQLITE_DONE) {
+      Error error = SqliteError(dest->get(), "copying the database");
+      fs::remove(partial, ec);
+      return error;
+    }
+  }
+  // The copy is complete and closed: make it durable, then give it its name.
+  if (auto st = SyncPath(partial, false); !st.ok()) return st;
+  fs::rename(partial, path, ec);
+  if (ec) return Error::Internal("cannot rename " + partial + " to " + path + ": " + ec.message());
+  fs::path dir = fs::path(path).parent_path();
+  return SyncPath(dir.empty() ? std::string(".") : dir.string(), true);
+}
+
+}  // namespace isoguard::store
