@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "cli/batch.h"
+#include "cli/store_commands.h"
 #include "cli/synth.h"
 #include "core/json_writer.h"
 #include "core/text.h"
@@ -251,6 +252,20 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out, std::ostream
   synth_cmd->add_option("--seed", synth.seed, "Seed (same seed, same cohort)");
   synth_cmd->add_option("--as-of", as_of, "The cohort's 'today' (YYYY-MM-DD)");
 
+  ImportOptions import_options;
+  bool import_atomic = false;
+  auto* import_cmd = app.add_subcommand("import", "Import NDJSON records into the event store");
+  import_cmd->add_option("file", import_options.path, "NDJSON file: one record per line")
+      ->required();
+  import_cmd->add_option("--db", import_options.db, "sqlite:PATH (default isoguard.db)");
+  import_cmd->add_flag("--atomic", import_atomic, "Write nothing if any line is bad");
+
+  std::string store_db = kDefaultDb;
+  auto* export_cmd = app.add_subcommand("export", "Write every stream as an NDJSON record");
+  export_cmd->add_option("--db", store_db, "sqlite:PATH (default isoguard.db)");
+  auto* verify_cmd = app.add_subcommand("verify", "Check the event store's hash chains");
+  verify_cmd->add_option("--db", store_db, "sqlite:PATH (default isoguard.db)");
+
   std::vector<std::string> reversed(args.rbegin(), args.rend());
   try {
     app.parse(reversed);
@@ -280,11 +295,19 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out, std::ostream
       out.flush();
       return kExitOk;
     }
+    if (export_cmd->parsed()) return RunExport(store_db, out, err);
+    if (verify_cmd->parsed()) return RunVerify(store_db, out, err);
     auto rulebook = CachedRulebook(DataDir(data_dir));
     if (!rulebook.ok()) {
       Error e = rulebook.error();
       e.kind = ErrorKind::kInternal;  // the installation's data is broken, not the input
       return Fail(err, e);
+    }
+    if (import_cmd->parsed()) {
+      import_options.atomic = import_atomic;
+      import_options.parse = MakeParseOptions(**rulebook);
+      import_options.progress = &err == &std::cerr && isatty(STDERR_FILENO) == 1;
+      return RunImport(import_options, err);
     }
     if (evaluate->parsed()) return RunEvaluate(**rulebook, eval, out, err);
     if (dose->parsed()) return RunDose(**rulebook, weight_kg, mg_per_kg, product, target, out, err);
