@@ -4,13 +4,12 @@
 
 #include "core/json_writer.h"
 #include "core/text.h"
+#include "domain/record_parser.h"
 
 namespace isoguard {
 namespace {
 
 constexpr double kEpsilon = 1e-9;
-// The record format's weight limit applies to the planner as well.
-constexpr double kMaxWeightKg = 500;
 
 struct DoseOption {
   double mg = 0;
@@ -38,8 +37,11 @@ bool BetterWay(const Way& a, const Way& b) {
 
 Result<DosePlan> PlanDose(const Knowledge& knowledge, const DosePlanRequest& request) {
   const ProductInfo& product = knowledge.product(request.product);
-  if (!(request.weight_kg > 0 && request.weight_kg <= kMaxWeightKg)) {
-    return Error::BadInput("must be in (0, 500] kg, got " + FormatNumber(request.weight_kg),
+  // The record format's weight limit applies to the planner as well.
+  const double max_weight_kg = RecordLimits{}.max_kg;
+  if (!(request.weight_kg > 0 && request.weight_kg <= max_weight_kg)) {
+    return Error::BadInput("must be in (0, " + FormatNumber(max_weight_kg) + "] kg, got " +
+                               FormatNumber(request.weight_kg),
                            "--weight-kg");
   }
   if (!(request.mg_per_kg_day > 0 && request.mg_per_kg_day <= product.max_mg_per_kg_day)) {
