@@ -5,6 +5,11 @@
 // - BM_StoreAppend/W/E: W writer threads, each appending to its own patient's stream with an
 //   expected version, E events per append, every append acknowledged only after the commit
 //   that holds it (synchronous=FULL). Validation, encryption and hashing are included.
+// - BM_StoreAppendToCohortStreams/W/E: the same, but each writer appends in turn to 25
+//   patients whose streams are synthetic records (src/cli/synth.h, about 42 entries each,
+//   imported before the clock starts): streams of the length a clinic's patients have. In
+//   BM_StoreAppend each writer's one stream grows to 400-1,600 entries, and every append
+//   rewrites the patient's whole state (projection.h), so the cost of an append grows with it.
 // - BM_PlainSqliteInsertLoop: the same rows as 16 writers with 1 event per append write (16
 //   patients' streams, sealed and hashed beforehand: the loop does no work of the store's)
 //   inserted into the same table, at the same durability (WAL, synchronous=FULL), one
@@ -25,8 +30,10 @@
 #include <thread>
 #include <vector>
 
+#include "cli/synth.h"
 #include "store/entry_codec.h"
 #include "store/event_store.h"
+#include "store/sqlite/sqlite_event_store.h"
 
 namespace isoguard::store {
 namespace {
@@ -125,6 +132,75 @@ BENCHMARK(BM_StoreAppend)
     ->Args({16, 1})
     ->Args({16, 4})
     ->Args({1, 1})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+
+void BM_StoreAppendToCohortStreams(benchmark::State& state) {
+  constexpr int kPatientsPerWriter = 25;
+  const int writers = static_cast<int>(state.range(0));
+  const int events_per_append = static_cast<int>(state.range(1));
+  auto cohort = isoguard::SynthCohort::Create(isoguard::SynthOptions{});
+  if (!cohort.ok()) Die(cohort.error().ToString());
+  RecordAppendOptions record_options;
+  record_options.actor = Actor{"bench", "system", "bench"};
+  int64_t events = 0;
+  for (auto _ : state) {
+    BenchDir dir;
+    auto opened = SqliteEventStore::Open(dir.File("bench.db"));
+    if (!opened.ok()) Die(opened.error().ToString());
+    SqliteEventStore& store = **opened;
+    // writers x 25 patients, each a synthetic record as its stream.
+    std::vector<std::string> ids;
+    std::vector<int64_t> versions;
+    std::vector<PreparedAppend> prepared;
+    for (int p = 0; p < writers * kPatientsPerWriter; ++p) {
+      auto one = SqliteEventStore::PrepareRecord(cohort->Record(static_cast<uint64_t>(p)),
+                                                 record_options);
+      if (!one.ok()) Die(one.error().ToString());
+      ids.push_back(one->patient_id());
+      versions.push_back(static_cast<int64_t>(one->entry_count()));
+      prepared.push_back(std::move(*one));
+    }
+    for (const auto& r : store.AppendPrepared(prepared)) {
+      if (!r.ok()) Die(r.error().ToString());
+    }
+    std::atomic<bool> failed{false};
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<std::thread> threads;
+    for (int w = 0; w < writers; ++w) {
+      threads.emplace_back([&, w] {
+        AppendRequest request;
+        request.actor = Actor{"bench", "system", "bench"};
+        for (int i = 0; i < kAppendsPerWriter; ++i) {
+          const size_t p = static_cast<size_t>(w * kPatientsPerWriter + i % kPatientsPerWriter);
+          request.patient_id = ids[p];
+          request.expected_version = versions[p];
+          request.entries.clear();
+          for (int e = 0; e < events_per_append; ++e) request.entries.push_back(WeightEvent(i + e));
+          auto r = store.Append(request);
+          if (!r.ok()) {
+            std::cerr << r.error().ToString() << "\n";
+            failed = true;
+            return;
+          }
+          versions[p] = r->last_version;
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+    if (failed) Die("an append failed");
+    state.SetIterationTime(elapsed.count());
+    events += int64_t{writers} * kAppendsPerWriter * events_per_append;
+    opened->reset();
+  }
+  state.counters["events_per_s"] =
+      benchmark::Counter(static_cast<double>(events), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_StoreAppendToCohortStreams)
+    ->ArgNames({"writers", "events"})
+    ->Args({16, 1})
+    ->Args({16, 4})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 

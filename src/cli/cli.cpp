@@ -17,7 +17,9 @@
 #include <mutex>
 #include <sstream>
 
+#include "cli/admin_commands.h"
 #include "cli/batch.h"
+#include "cli/cli_support.h"
 #include "cli/store_commands.h"
 #include "cli/synth.h"
 #include "core/json_writer.h"
@@ -55,11 +57,6 @@ Result<std::shared_ptr<const Rulebook>> CachedRulebook(const std::string& dir) {
   auto shared = std::make_shared<const Rulebook>(std::move(loaded).value());
   cache.emplace(dir, shared);
   return shared;
-}
-
-int Fail(std::ostream& err, const Error& error) {
-  err << "isoguard: " << error.ToString() << "\n";
-  return error.kind == ErrorKind::kInternal ? kExitInternal : kExitBadInput;
 }
 
 Result<std::string> ReadRecordFile(const std::string& path, size_t max_bytes) {
@@ -214,6 +211,11 @@ int RunInteractions(const Rulebook& rulebook, const std::vector<std::string>& na
 }  // namespace
 
 int RunCli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  return RunCli(args, std::cin, out, err);
+}
+
+int RunCli(const std::vector<std::string>& args, std::istream& in, std::ostream& out,
+           std::ostream& err) {
   CLI::App app{"isoguard: isotretinoin safety-program rules engine"};
   app.require_subcommand(1);
   std::string data_dir;
@@ -266,6 +268,28 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out, std::ostream
   auto* verify_cmd = app.add_subcommand("verify", "Check the event store's hash chains");
   verify_cmd->add_option("--db", store_db, "sqlite:PATH (default isoguard.db)");
 
+  auto* rebuild_cmd =
+      app.add_subcommand("rebuild", "Recompute every patient's current state from the log");
+  rebuild_cmd->add_option("--db", store_db, "sqlite:PATH or postgresql://... (default isoguard.db)");
+
+  EraseOptions erase;
+  auto* erase_cmd = app.add_subcommand(
+      "erase", "Crypto-shred one patient (right to erasure): destroy the patient's key");
+  erase_cmd->add_option("--patient", erase.patient_id, "Patient id")->required();
+  erase_cmd->add_option("--db", store_db, "sqlite:PATH or postgresql://... (default isoguard.db)");
+  erase_cmd->add_option("--actor", erase.actor, "Who erases, for the audit (default: $USER)");
+  erase_cmd->add_flag("--yes", erase.confirmed, "Do not ask for confirmation");
+
+  std::string backup_to;
+  auto* backup_cmd = app.add_subcommand("backup", "A consistent online copy of the store");
+  backup_cmd->add_option("--db", store_db, "sqlite:PATH or postgresql://... (default isoguard.db)");
+  backup_cmd->add_option("--to", backup_to, "File to write (never overwritten)")->required();
+
+  std::string restore_from;
+  auto* restore_cmd = app.add_subcommand("restore", "Bring a backup back as a new store");
+  restore_cmd->add_option("--from", restore_from, "Backup file")->required();
+  restore_cmd->add_option("--db", store_db, "sqlite:PATH or postgresql://... (default isoguard.db)");
+
   std::vector<std::string> reversed(args.rbegin(), args.rend());
   try {
     app.parse(reversed);
@@ -297,6 +321,13 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out, std::ostream
     }
     if (export_cmd->parsed()) return RunExport(store_db, out, err);
     if (verify_cmd->parsed()) return RunVerify(store_db, out, err);
+    if (rebuild_cmd->parsed()) return RunRebuild(store_db, out, err);
+    if (erase_cmd->parsed()) {
+      erase.db = store_db;
+      return RunErase(erase, in, out, err);
+    }
+    if (backup_cmd->parsed()) return RunBackup(store_db, backup_to, out, err);
+    if (restore_cmd->parsed()) return RunRestore(restore_from, store_db, out, err);
     auto rulebook = CachedRulebook(DataDir(data_dir));
     if (!rulebook.ok()) {
       Error e = rulebook.error();

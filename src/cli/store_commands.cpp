@@ -23,6 +23,7 @@
 #include "core/json_writer.h"
 #include "store/entry_codec.h"
 #include "store/event_store.h"
+#include "store/sqlite/sqlite_event_store.h"
 
 namespace isoguard {
 namespace {
@@ -141,6 +142,18 @@ class LineQueue {
     room_.notify_one();
     return line;
   }
+  // Up to `max_lines` lines (at least one, unless the queue is closed and empty).
+  bool PopMany(size_t max_lines, std::vector<Line>& out) {
+    out.clear();
+    std::unique_lock lock(mu_);
+    ready_.wait(lock, [&] { return closed_ || !lines_.empty(); });
+    while (!lines_.empty() && out.size() < max_lines) {
+      out.push_back(std::move(lines_.front()));
+      lines_.pop_front();
+    }
+    room_.notify_all();
+    return !out.empty();
+  }
 
  private:
   std::mutex mu_;
@@ -156,7 +169,14 @@ class ImportPass {
  public:
   ImportPass(const ImportOptions& options, store::EventStore& event_store, bool write,
              std::ostream& err)
-      : options_(options), store_(event_store), write_(write), err_(err) {}
+      : options_(options), store_(event_store), write_(write), err_(err) {
+    // The SQLite store takes whole records prepared on the workers' threads, many at a time
+    // (SqliteEventStore::PrepareRecord, AppendPrepared); any other store, one append each.
+    if (write_) bulk_ = dynamic_cast<store::SqliteEventStore*>(&event_store);
+    record_options_.actor = ImportActor();
+    record_options_.idempotency_key_prefix = "import:";
+    record_options_.parse = options.parse;
+  }
 
   // False when the file cannot be read (reported on err).
   bool Run() {
@@ -173,9 +193,22 @@ class ImportPass {
     const auto size = std::filesystem::file_size(options_.path, ec);
     const uint64_t total_bytes = ec ? 0 : static_cast<uint64_t>(size);
 
-    LineQueue queue(4 * static_cast<size_t>(std::max(1u, options_.threads)));
+    // Bulk: several workers, each preparing a group of records while the others' groups are
+    // being committed, so that the preparing (parse, seal, hash) and the writer's inserts keep
+    // both cores busy (8 rather than 3: 11.0 s against 12.5 s for 30,000 records, measured
+    // under load). Otherwise: one append in flight per worker.
+    const unsigned threads = std::max(1u, options_.threads);
+    const unsigned workers_wanted = bulk_ != nullptr ? std::min(threads, kBulkWorkers) : threads;
+    LineQueue queue(bulk_ != nullptr ? 2 * kBulkGroupLines * workers_wanted : 4 * threads);
     std::vector<std::thread> workers;
-    for (unsigned i = 0; i < std::max(1u, options_.threads); ++i) {
+    for (unsigned i = 0; i < workers_wanted; ++i) {
+      if (bulk_ != nullptr) {
+        workers.emplace_back([this, &queue] {
+          std::vector<Line> group;
+          while (queue.PopMany(kBulkGroupLines, group)) ProcessGroup(group);
+        });
+        continue;
+      }
       workers.emplace_back([this, &queue] {
         while (auto line = queue.Pop()) {
           // An exception must not end the process from a worker thread: it fails the line.
@@ -223,37 +256,83 @@ class ImportPass {
   uint64_t failed() const { return failed_; }
 
  private:
+  static constexpr unsigned kBulkWorkers = 8;
+  static constexpr size_t kBulkGroupLines = 256;
+
+  // Two lines for one patient would share an idempotency key: the second would be "already
+  // present" without being written. It is a bad line instead. True when `number` is the
+  // patient's first line (so far).
+  bool FirstLineOf(const std::string& id, uint64_t number) {
+    std::optional<uint64_t> earlier;
+    {
+      std::lock_guard lock(mu_);
+      auto [it, inserted] = first_line_.emplace(id, number);
+      if (!inserted) earlier = it->second;
+    }
+    if (!earlier) return true;
+    // Lines are processed concurrently, so the later line of the two is named as the bad one
+    // whichever was processed first (the report does not depend on thread timing).
+    Failed(std::max(number, *earlier), id,
+           "the patient is also on line " + std::to_string(std::min(number, *earlier)) +
+               "; one record each");
+    return false;
+  }
+
+  void Appended(uint64_t number, const std::string& id, const Result<store::AppendResult>& r) {
+    if (!r.ok()) {
+      std::string message = r.error().ToString();
+      if (r.error().kind == ErrorKind::kConflict) {
+        message = "the store already holds a stream for this patient that no import wrote (" +
+                  message + ")";
+      }
+      return Failed(number, id, message);
+    }
+    std::lock_guard lock(mu_);
+    ++(r->replayed ? present_ : imported_);
+  }
+
   void Process(const Line& line) {
     auto request = PrepareLine(line.text, options_.parse);
     if (!request.ok()) return Failed(line.number, "", request.error().ToString());
     const std::string& id = request->patient_id;
-    // Two lines for one patient would share an idempotency key: the second would be "already
-    // present" without being written. It is a bad line instead.
-    std::optional<uint64_t> earlier;
-    {
-      std::lock_guard lock(mu_);
-      auto [it, inserted] = first_line_.emplace(id, line.number);
-      if (!inserted) earlier = it->second;
-    }
-    if (earlier) {
-      // Lines are processed concurrently, so the later line of the two is named as the bad
-      // one whichever was processed first (the report does not depend on thread timing).
-      return Failed(std::max(line.number, *earlier), id,
-                    "the patient is also on line " +
-                        std::to_string(std::min(line.number, *earlier)) + "; one record each");
-    }
+    if (!FirstLineOf(id, line.number)) return;
     if (!write_) return Check(line.number, *request);
-    auto appended = store_.Append(*request);
-    if (!appended.ok()) {
-      std::string message = appended.error().ToString();
-      if (appended.error().kind == ErrorKind::kConflict) {
-        message = "the store already holds a stream for this patient that no import wrote (" +
-                  message + ")";
+    Appended(line.number, id, store_.Append(*request));
+  }
+
+  // The bulk path: each record checked once and sealed here, then the group appended at once.
+  void ProcessGroup(std::vector<Line>& group) {
+    std::vector<store::PreparedAppend> prepared;
+    std::vector<uint64_t> numbers;
+    prepared.reserve(group.size());
+    numbers.reserve(group.size());
+    for (Line& line : group) {
+      try {
+        auto p = store::SqliteEventStore::PrepareRecord(line.text, record_options_);
+        if (!p.ok()) {
+          Failed(line.number, "", p.error().ToString());
+          continue;
+        }
+        if (!FirstLineOf(p->patient_id(), line.number)) continue;
+        prepared.push_back(std::move(*p));
+        numbers.push_back(line.number);
+      } catch (const std::exception& e) {
+        Failed(line.number, "", std::string("internal error: ") + e.what());
       }
-      return Failed(line.number, id, message);
+      std::string().swap(line.text);  // sealed now: the text's memory can go
     }
-    std::lock_guard lock(mu_);
-    ++(appended->replayed ? present_ : imported_);
+    if (prepared.empty()) return;
+    try {
+      const auto results = bulk_->AppendPrepared(prepared);
+      for (size_t i = 0; i < results.size(); ++i) {
+        Appended(numbers[i], prepared[i].patient_id(), results[i]);
+      }
+    } catch (const std::exception& e) {
+      // Nothing of the group is known to be written: a re-run writes what is missing.
+      for (size_t i = 0; i < prepared.size(); ++i) {
+        Failed(numbers[i], prepared[i].patient_id(), std::string("internal error: ") + e.what());
+      }
+    }
   }
 
   // The --atomic pass: a stream that exists already must be this import's own (replayed on
@@ -290,6 +369,8 @@ class ImportPass {
   const ImportOptions& options_;
   store::EventStore& store_;
   const bool write_;
+  store::SqliteEventStore* bulk_ = nullptr;
+  store::RecordAppendOptions record_options_;
   std::ostream& err_;
   std::mutex mu_;  // guards the counters, first_line_ and err_
   std::unordered_map<std::string, uint64_t> first_line_;
@@ -357,10 +438,61 @@ Result<std::string> StreamRecord(const store::Stream& stream) {
 
 }  // namespace
 
+namespace {
+
+// A state's record as one line: stored entries are kept as their callers wrote them, and JSON
+// whitespace may hold line breaks (never a string: those are escaped), which NDJSON cannot.
+std::string OneLine(std::string record_json) {
+  if (record_json.find_first_of("\r\n") == std::string::npos) return record_json;
+  boost::system::error_code ec;
+  json::value value = json::parse(record_json, ec);
+  return ec ? record_json : json::serialize(value);  // opened from a sealed state: it parses
+}
+
+// Export from the projection: the streams in the order they began, each patient's state
+// read as one row (already the record, folded as the entries were appended).
+int ExportStates(store::SqliteEventStore& event_store, std::ostream& out, std::ostream& err) {
+  int64_t after = 0;
+  uint64_t exported = 0, skipped = 0;
+  for (;;) {
+    auto page = event_store.ListStreams(after, store::kMaxReadAllEntries);
+    if (!page.ok()) return Fail(err, page.error());
+    if (page->empty()) break;
+    for (const auto& start : *page) {
+      after = start.position;
+      auto state = event_store.ReadState(start.patient_id);
+      if (!state.ok()) {
+        Error e = state.error();
+        if (e.field.empty()) e.field = "patient " + start.patient_id;
+        return Fail(err, e);
+      }
+      if (state->erased) {
+        err << "isoguard export: patient " << start.patient_id
+            << ": the patient was erased; the stream is unreadable; skipped\n";
+        ++skipped;
+        continue;
+      }
+      out << OneLine(std::move(state->record_json)) << '\n';
+      if (!out) return Fail(err, Error::Internal("cannot write the export"));
+      ++exported;
+    }
+  }
+  out.flush();
+  err << "isoguard export: " << exported << " patients";
+  if (skipped > 0) err << ", " << skipped << " erased and skipped";
+  err << "\n";
+  return kExitOk;
+}
+
+}  // namespace
+
 int RunExport(const std::string& db, std::ostream& out, std::ostream& err) {
   auto opened = OpenStore(db, ParseOptions{}, /*must_exist=*/true);
   if (!opened.ok()) return Fail(err, opened.error());
   store::EventStore& event_store = **opened;
+  if (auto* sqlite = dynamic_cast<store::SqliteEventStore*>(&event_store)) {
+    return ExportStates(*sqlite, out, err);
+  }
   // The log is walked for the streams' first entries (version 1), in position order; each
   // stream is then read whole. Memory holds one page of the log and one stream.
   int64_t after = 0;

@@ -4,11 +4,15 @@
 //   patient entry followed by its events in file order, written in one append with expected
 //   version 0 and the idempotency key "import:<patient id>". A re-run (after a crash, say)
 //   therefore writes only what is missing: a record already imported is replayed by the store
-//   and counted as already present. Several appends are in flight at once so that the store's
-//   group commit shares fsyncs between them.
+//   and counted as already present. Into SQLite, each record is checked once by the record
+//   parser and sealed on a worker thread (SqliteEventStore::PrepareRecord), and groups of
+//   records are appended at once (AppendPrepared), so that the writer only inserts and commits
+//   large transactions; into another store, several appends are in flight at once so that the
+//   store's group commit shares fsyncs between them.
 // export: every stream back as a record, one line per patient, in the order of the streams'
 //   first entries in the log (their global position), so that the output streams without
-//   holding the store in memory.
+//   holding the store in memory. From SQLite, each record is the patient's state (ReadState,
+//   one row); from another store, the stream read whole.
 // verify: EventStore::Verify as a JSON report.
 //
 // Thread safety: each function may run beside others with different options.

@@ -57,6 +57,11 @@ Result<CheckedEntry> CheckEntry(std::string_view json, size_t index, std::string
 // id of kMaxPatientIdBytes, every byte escaped, and the version).
 inline constexpr size_t kMaxStoredEntryBytes = kMaxEntryBytes + 8 * kMaxPatientIdBytes;
 
+// Whether a string can be stored as text by every backend: valid UTF-8 (no overlong forms, no
+// surrogates, nothing past U+10FFFF) without NUL characters. PostgreSQL's text type refuses
+// the rest, so every backend refuses them, in the same words, before anything is written.
+bool IsStorableText(std::string_view s);
+
 // The checks of an erasure request.
 Status CheckErasure(std::string_view patient_id, const Actor& actor);
 
@@ -92,6 +97,10 @@ class PatientKey {
  private:
   std::array<uint8_t, kPatientKeyBytes> key_{};
 };
+
+// Writes a fresh random 24-byte XChaCha20 nonce to `nonce`: from a per-thread buffer that one
+// call to the system's generator refills every 256 nonces, dropped in the child of a fork.
+void FreshNonce(unsigned char* nonce);
 
 // version byte (1) || nonce (24) || ciphertext with its tag (16 more than the plaintext).
 std::string SealPayload(const PatientKey& key, std::string_view patient_id, int64_t version,

@@ -106,6 +106,24 @@ struct Stream {
   std::vector<StoredEntry> entries;
 };
 
+// A patient's state as the projection keeps it (projection.h): the stream folded into a
+// record of the contract format, as of the stream's last version.
+struct PatientState {
+  std::string patient_id;
+  int64_t version = 0;      // the last stream version folded in; 0: no such patient
+  int64_t position = 0;     // that entry's global position
+  std::string record_json;  // {"patient":{...},"events":[...]}; empty when erased or unknown
+  bool erased = false;
+};
+
+// What a rebuild of the projections did.
+struct RebuildReport {
+  int64_t patients = 0;  // state rows recomputed from the log
+  int64_t entries = 0;   // log entries read
+  int64_t repaired = 0;  // rows that were missing or differed from the log, now rewritten
+  int64_t removed = 0;   // rows with no stream behind them (or of an erased patient), removed
+};
+
 // The result of walking the log: the first broken link, if any.
 struct VerifyReport {
   int64_t entries_checked = 0;
@@ -127,6 +145,14 @@ class EventStore {
   // Entries with position > after, in position order, at most min(limit, kMaxReadAllEntries).
   // Each entry's own hash is re-checked; the links between entries are Verify's.
   virtual Result<std::vector<StoredEntry>> ReadAll(int64_t after, size_t limit) = 0;
+  // The patient's current state from the projection, one row read: decrypted and checked
+  // (kInternal naming the patient when it is damaged). An unknown patient has version 0; an
+  // erased one is returned with erased = true and no record.
+  virtual Result<PatientState> ReadState(const std::string& patient_id) = 0;
+  // Recomputes every patient's state from the log and rewrites the rows that are missing or
+  // differ; writers may go on meanwhile (each patient is rebuilt in a transaction of its own
+  // that also holds the stream's newest entries). The result is what Append would have kept.
+  virtual Result<RebuildReport> RebuildProjections() = 0;
   // Walks every stream: versions 1..N without gaps, each prev_hash the previous entry's hash,
   // each hash recomputed, each payload decrypted and validated (unless erased), and no key
   // missing without a recorded erasure. Stops at the first problem.
@@ -152,9 +178,18 @@ struct StoreOptions {
   ParseOptions parse;
 };
 
-// Opens "sqlite:PATH" (or a plain path) or "postgresql://...": runs migrations, refuses a
-// schema newer than this build knows. The PostgreSQL backend is not built yet (kBadInput).
+// Opens "sqlite:PATH" (or a plain path) or "postgresql://..." / "postgres://...": runs
+// migrations, refuses a schema newer than this build knows.
 Result<std::unique_ptr<EventStore>> OpenEventStore(const std::string& url,
                                                    const StoreOptions& options = {});
+
+// Brings a backup written by Backup back as the store at `url`, which must not hold an
+// isoguard store yet (kBadInput otherwise: a restore never overwrites), then opens it (running
+// migrations, so an older backup is upgraded) and verifies every stream; kInternal naming the
+// first problem when the backup is damaged. SQLite: `backup_path` is a database file, copied
+// with the backup API. PostgreSQL: `backup_path` is pg_dump's custom format, loaded with
+// pg_restore into the (existing, empty) database the URL names.
+Result<VerifyReport> RestoreEventStore(const std::string& backup_path, const std::string& url,
+                                       const StoreOptions& options = {});
 
 }  // namespace isoguard::store

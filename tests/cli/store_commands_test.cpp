@@ -115,6 +115,42 @@ TEST_F(StoreCommandsTest, ExportOfImportIsTheIdentity) {
   }
 }
 
+// Export reads each patient's state: an entry written with line breaks in its JSON whitespace
+// still comes out on one line, and an erased patient is named and skipped.
+TEST_F(StoreCommandsTest, ExportIsOneLineAPatientAndSkipsTheErased) {
+  const auto cohort = Cohort(3, 9);
+  ASSERT_EQ(Import(WriteFile(dir_, "c.ndjson", cohort)).code, kExitOk);
+  const std::string erased(json::parse(cohort[1]).at("patient").at("id").as_string());
+  {
+    auto opened = store::OpenEventStore(Db());
+    ASSERT_TRUE(opened.ok());
+    ASSERT_TRUE((*opened)
+                    ->Append(store::testing::Request(
+                        "p-lines", {"{\n  \"type\": \"patient\",\n  \"id\": \"p-lines\",\n"
+                                    "  \"birth_date\": \"2000-05-14\", \"jurisdiction\": \"US\",\n"
+                                    "  \"category\": \"cannot_get_pregnant\"\n}",
+                                    "{\"type\": \"weight\",\r\n \"at\": \"2026-09-01T10:00:00Z\","
+                                    " \"kg\": 60, \"id\": \"w-1\"}"},
+                        0))
+                    .ok());
+    ASSERT_TRUE((*opened)->ErasePatient(erased, store::testing::TestActor()).ok());
+  }
+  CliRun run = RunIsoguard({"export", "--db", Db()});
+  ASSERT_EQ(run.code, kExitOk) << run.err;
+  const auto lines = Lines(run.out);
+  ASSERT_EQ(lines.size(), 3u) << run.out;
+  EXPECT_NE(run.err.find("patient " + erased + ": the patient was erased"), std::string::npos)
+      << run.err;
+  EXPECT_NE(run.err.find("3 patients, 1 erased and skipped"), std::string::npos) << run.err;
+  EXPECT_EQ(json::parse(lines[0]), json::parse(cohort[0]));
+  EXPECT_EQ(json::parse(lines[1]), json::parse(cohort[2]));
+  EXPECT_EQ(json::parse(lines[2]),
+            json::parse(R"({"patient":{"id":"p-lines","birth_date":"2000-05-14",)"
+                        R"("jurisdiction":"US","category":"cannot_get_pregnant"},)"
+                        R"("events":[{"type":"weight","at":"2026-09-01T10:00:00Z","kg":60,)"
+                        R"("id":"w-1"}]})"));
+}
+
 TEST_F(StoreCommandsTest, EventsWithoutIdsGetTheStoresIds) {
   const std::string line =
       R"({"patient":{"id":"p-1","birth_date":"2000-05-14","jurisdiction":"US",)"

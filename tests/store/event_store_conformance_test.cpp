@@ -5,11 +5,17 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <thread>
 
+#include "core/time.h"
+#include "domain/record_parser.h"
+#include "rules/evaluate.h"
+#include "rules/rulebook_loader.h"
 #include "sqlite_backend.h"
 #include "store_test_support.h"
 
@@ -573,6 +579,235 @@ TEST_P(EventStoreConformance, EightWritersOnTheirOwnStreamsAllSucceed) {
   ASSERT_TRUE(Ok(report));
   EXPECT_FALSE(report->first_problem.has_value());
   EXPECT_EQ(report->entries_checked, kWriters * (1 + kAppendsEach));
+}
+
+// Strings that become columns must be valid UTF-8 without NUL (PostgreSQL's text takes nothing
+// else, and both backends refuse the same requests): other bytes are the request's error
+// (kBadInput naming the field), found before the request joins a batch, so that the others of
+// its batch are written.
+TEST_P(EventStoreConformance, StringsThatAreNotCleanTextAreTheRequestsError) {
+  EventStore* store = &this->store();
+  ASSERT_TRUE(Ok(store->Append(Request("p-1", {PatientEntry("p-1")}, 0))));
+  const std::string bad_id = std::string("p-\xff", 3);
+  std::atomic<int> good{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      const std::string p = "g-" + std::to_string(t);
+      if (store->Append(Request(p, {PatientEntry(p)}, 0)).ok()) good.fetch_add(1);
+    });
+  }
+  EXPECT_TRUE(Fails(store->Append(Request(bad_id, {WeightEntry(60)})), ErrorKind::kBadInput,
+                    "patient_id", "UTF-8"));
+  EXPECT_TRUE(Fails(store->Append(Request("p-1", {R"({"type": "weight", "id": "w\u0000",
+                                                       "at": "2026-09-01T10:00:00Z", "kg": 60})"})),
+                    ErrorKind::kBadInput, "entries[0].id", "NUL"));
+  EXPECT_TRUE(
+      Fails(store->Append(Request("p-1", {WeightEntry(60)}, std::nullopt, std::string("k\0", 2))),
+            ErrorKind::kBadInput, "idempotency_key"));
+  AppendRequest bad_actor = Request("p-1", {WeightEntry(60)});
+  bad_actor.actor.role = "\xc0\xaf";  // an overlong '/'
+  EXPECT_TRUE(Fails(store->Append(bad_actor), ErrorKind::kBadInput, "actor.role"));
+  EXPECT_TRUE(Fails(store->ErasePatient(bad_id, TestActor()), ErrorKind::kBadInput, "patient_id"));
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(good.load(), 4);
+  auto unknown = store->ReadStream(bad_id);
+  ASSERT_TRUE(Ok(unknown));
+  EXPECT_EQ(unknown->version, 0);
+  auto no_state = store->ReadState(bad_id);
+  ASSERT_TRUE(Ok(no_state));
+  EXPECT_EQ(no_state->version, 0);
+  // Non-ASCII that is valid is fine.
+  EXPECT_TRUE(Ok(store->Append(Request("p-ü-1", {PatientEntry("p-ü-1")}, 0))));
+  EXPECT_EQ(store->ReadStream("p-1")->version, 1);
+}
+
+// ---- Projections: each patient's current state
+
+// What the state must be: the stream read whole, folded by hand into a record.
+std::string RecordFromStream(const Stream& stream) {
+  json::object patient;
+  json::array events;
+  for (const StoredEntry& e : stream.entries) {
+    json::value v = json::parse(e.json);
+    if (e.type == kPatientEntryType) {
+      patient = v.as_object();
+      patient.erase("type");
+    } else {
+      events.push_back(v);
+    }
+  }
+  json::object record;
+  record["patient"] = patient;
+  record["events"] = events;
+  return json::serialize(record);
+}
+
+TEST_P(EventStoreConformance, StateIsTheStreamFoldedIntoARecord) {
+  Create("p-1");
+  Create("p-2");
+  ASSERT_TRUE(Ok(store().Append(Request("p-1", {WeightEntry(60), PrescriptionEntry("rx-1")}))));
+  ASSERT_TRUE(Ok(store().Append(Request("p-2", {WeightEntry(70)}))));
+  // A header update replaces the record's patient object; later events still follow.
+  ASSERT_TRUE(Ok(store().Append(Request(
+      "p-1", {R"({"id":"p-1","type":"patient","birth_date":"2000-05-14","jurisdiction":"US",)"
+              R"("category":"cannot_get_pregnant"})",
+              DispenseEntry("rx-1")}))));
+  Reopen();
+  for (const std::string patient : {"p-1", "p-2"}) {
+    auto stream = store().ReadStream(patient);
+    auto state = store().ReadState(patient);
+    ASSERT_TRUE(Ok(stream));
+    ASSERT_TRUE(Ok(state));
+    EXPECT_EQ(state->patient_id, patient);
+    EXPECT_EQ(state->version, stream->version);
+    EXPECT_EQ(state->position, stream->entries.back().position);
+    EXPECT_FALSE(state->erased);
+    EXPECT_TRUE(SameJson(state->record_json, RecordFromStream(*stream)));
+    // The engine reads it as it reads any record.
+    auto record = ParseRecord(state->record_json, ParseOptions{});
+    ASSERT_TRUE(Ok(record)) << state->record_json;
+    EXPECT_EQ(record->patient.id, patient);
+  }
+  auto p1 = store().ReadState("p-1");
+  ASSERT_TRUE(Ok(p1));
+  auto record = json::parse(p1->record_json);
+  EXPECT_EQ(record.at("patient").at("category"), "cannot_get_pregnant");
+  EXPECT_FALSE(record.at("patient").as_object().contains("type"));
+  EXPECT_EQ(record.at("events").as_array().size(), 3u);
+}
+
+TEST_P(EventStoreConformance, UnknownPatientHasNoStateAndAnErasedOneNoRecord) {
+  auto unknown = store().ReadState("nobody");
+  ASSERT_TRUE(Ok(unknown));
+  EXPECT_EQ(unknown->version, 0);
+  EXPECT_TRUE(unknown->record_json.empty());
+  EXPECT_FALSE(unknown->erased);
+
+  Create("p-1");
+  ASSERT_TRUE(Ok(store().Append(Request("p-1", {WeightEntry(60)}))));
+  ASSERT_TRUE(Ok(store().ErasePatient("p-1", TestActor())));
+  auto erased = store().ReadState("p-1");
+  ASSERT_TRUE(Ok(erased));
+  EXPECT_TRUE(erased->erased);
+  EXPECT_TRUE(erased->record_json.empty());
+}
+
+TEST_P(EventStoreConformance, StateKeepsUpWithConcurrentWriters) {
+  Create("shared");
+  constexpr int kWriters = 4, kAppendsEach = 15;
+  std::atomic<int> errors{0};
+  std::vector<std::thread> writers;
+  for (int t = 0; t < kWriters; ++t) {
+    writers.emplace_back([&, t] {
+      for (int i = 0; i < kAppendsEach; ++i) {
+        if (!store().Append(Request("shared", {WeightEntry(50 + t + i * 0.5)})).ok()) ++errors;
+      }
+    });
+  }
+  for (std::thread& w : writers) w.join();
+  ASSERT_EQ(errors.load(), 0);
+  auto stream = store().ReadStream("shared");
+  auto state = store().ReadState("shared");
+  ASSERT_TRUE(Ok(stream));
+  ASSERT_TRUE(Ok(state));
+  EXPECT_EQ(state->version, 1 + kWriters * kAppendsEach);
+  EXPECT_TRUE(SameJson(state->record_json, RecordFromStream(*stream)));
+}
+
+TEST_P(EventStoreConformance, RebuildOfAConsistentStoreRepairsNothingAndChangesNoState) {
+  for (int p = 0; p < 5; ++p) {
+    const std::string id = "p-" + std::to_string(p);
+    Create(id);
+    for (int i = 0; i <= p; ++i) ASSERT_TRUE(Ok(store().Append(Request(id, {WeightEntry(60)}))));
+  }
+  ASSERT_TRUE(Ok(store().ErasePatient("p-4", TestActor())));
+  auto before = store().ReadState("p-3");
+  ASSERT_TRUE(Ok(before));
+
+  auto report = store().RebuildProjections();
+  ASSERT_TRUE(Ok(report));
+  EXPECT_EQ(report->patients, 4);  // the erased patient has no state to rebuild
+  EXPECT_EQ(report->repaired, 0);
+  EXPECT_EQ(report->removed, 0);
+  EXPECT_GE(report->entries, 1 + 1 + 1 + 2 + 1 + 3 + 1 + 4);
+
+  auto after = store().ReadState("p-3");
+  ASSERT_TRUE(Ok(after));
+  EXPECT_EQ(after->version, before->version);
+  EXPECT_EQ(after->record_json, before->record_json);
+  auto erased = store().ReadState("p-4");
+  ASSERT_TRUE(Ok(erased));
+  EXPECT_TRUE(erased->erased);
+}
+
+// ---- Corrections
+
+// A correction is a new entry naming the one it corrects; the original stays as it was, and
+// the engine, reading the patient's state, treats the corrected event as never recorded.
+TEST_P(EventStoreConformance, CorrectionIsANewEntryAndTheEngineHonoursIt) {
+  std::ifstream file(std::string(ISOGUARD_SOURCE_DIR) + "/examples/us-2026-first-prescription.json");
+  std::stringstream text;
+  text << file.rdbuf();
+  json::object example = json::parse(text.str()).as_object();
+  json::object patient = example.at("patient").as_object();
+  const std::string id(patient.at("id").as_string());
+  patient.emplace("type", "patient");
+  std::vector<std::string> entries{json::serialize(patient)};
+  for (const json::value& e : example.at("events").as_array()) entries.push_back(json::serialize(e));
+  ASSERT_TRUE(Ok(store().Append(Request(id, entries, 0))));
+
+  auto rulebook = LoadRulebook(ISOGUARD_SOURCE_DIR);
+  ASSERT_TRUE(Ok(rulebook));
+  EvaluateOptions at;
+  at.at = ParseOffsetTime("2026-09-14T10:00:00-04:00")->instant;
+  auto evaluate = [&](const std::string& record_json) {
+    auto record = ParseRecord(record_json, ParseOptions{});
+    EXPECT_TRUE(Ok(record)) << record_json;
+    auto evaluation = Evaluate(*rulebook, *record, at);
+    EXPECT_TRUE(Ok(evaluation));
+    return EvaluationToJson(*evaluation, *record, false);
+  };
+  auto state = store().ReadState(id);
+  ASSERT_TRUE(Ok(state));
+  const std::string before = evaluate(state->record_json);
+  EXPECT_NE(before.find(R"("decision":"authorized")"), std::string::npos) << before;
+
+  // Withdraw the latest pregnancy test.
+  auto stream = store().ReadStream(id);
+  ASSERT_TRUE(Ok(stream));
+  const StoredEntry* test = nullptr;
+  for (const StoredEntry& e : stream->entries) {
+    if (e.type == "pregnancy_test") test = &e;
+  }
+  ASSERT_NE(test, nullptr);
+  const StoredEntry original = *test;
+  ASSERT_TRUE(Ok(store().Append(Request(
+      id, {R"({"type":"entered_in_error","at":"2026-09-12T09:00:00-04:00","target":")" +
+           original.event_id + R"("})"}))));
+
+  auto corrected = store().ReadStream(id);
+  ASSERT_TRUE(Ok(corrected));
+  ASSERT_EQ(corrected->version, stream->version + 1);
+  const StoredEntry& kept = corrected->entries[static_cast<size_t>(original.version - 1)];
+  EXPECT_EQ(kept.json, original.json);
+  EXPECT_EQ(kept.hash, original.hash);
+
+  state = store().ReadState(id);
+  ASSERT_TRUE(Ok(state));
+  const std::string after = evaluate(state->record_json);
+  EXPECT_NE(after.find(R"("decision":"denied")"), std::string::npos) << after;
+  // Exactly as if the test had never been recorded.
+  json::array without;
+  for (const StoredEntry& e : stream->entries) {
+    if (e.type != kPatientEntryType && e.event_id != original.event_id) {
+      without.push_back(json::parse(e.json));
+    }
+  }
+  json::object record;
+  record["patient"] = example.at("patient");
+  record["events"] = without;
+  EXPECT_EQ(after, evaluate(json::serialize(record)));
 }
 
 INSTANTIATE_TEST_SUITE_P(Sqlite, EventStoreConformance, Values(SqliteBackend()),

@@ -14,9 +14,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -237,8 +239,6 @@ TEST(SqliteEventStore, OpenEventStoreTakesSqliteUrlsAndPlainPaths) {
   ASSERT_TRUE(Ok(stream));
   EXPECT_EQ(stream->version, 1);
 
-  auto pg = OpenEventStore("postgresql://localhost:5432/isoguard");
-  EXPECT_TRUE(Fails(pg, ErrorKind::kBadInput, "db", "PostgreSQL backend is not built yet"));
   EXPECT_TRUE(Fails(OpenEventStore("sqlite:"), ErrorKind::kBadInput, "db"));
   EXPECT_TRUE(Fails(OpenEventStore(":memory:"), ErrorKind::kBadInput, "db"));
   auto missing_dir = OpenEventStore(dir.File("no/such/dir/a.db"));
@@ -435,6 +435,511 @@ TEST(SqliteMigration, SomeoneElsesDatabaseIsRefused) {
   EXPECT_TRUE(Fails(OpenEventStore(tagged), ErrorKind::kBadInput, "db", "not an isoguard"));
   RawSqlite db(other);
   EXPECT_EQ(db.Text("SELECT count(*) FROM sqlite_schema WHERE name = 'entries'"), "0");
+}
+
+// ---- Projections
+
+// The record a stream folds into, by hand: what the state must hold.
+std::string FoldedByHand(const Stream& stream) {
+  json::object patient;
+  json::array events;
+  for (const StoredEntry& e : stream.entries) {
+    json::value v = json::parse(e.json);
+    if (e.type == kPatientEntryType) {
+      patient = v.as_object();
+      patient.erase("type");
+    } else {
+      events.push_back(v);
+    }
+  }
+  json::object record;
+  record["patient"] = patient;
+  record["events"] = events;
+  return json::serialize(record);
+}
+
+// Every patient's state read back and compared with its stream folded by hand.
+void ExpectStatesMatchStreams(EventStore& store, const std::vector<std::string>& patients) {
+  for (const std::string& p : patients) {
+    SCOPED_TRACE(p);
+    auto stream = store.ReadStream(p);
+    auto state = store.ReadState(p);
+    ASSERT_TRUE(Ok(stream));
+    ASSERT_TRUE(Ok(state));
+    EXPECT_EQ(state->version, stream->version);
+    EXPECT_EQ(state->position, stream->entries.back().position);
+    EXPECT_TRUE(SameJson(state->record_json, FoldedByHand(*stream)));
+  }
+}
+
+// Three patients with streams of a few appends each, written through Append.
+void WriteThreePatients(EventStore& store) {
+  for (const std::string p : {"p-1", "p-2", "p-3"}) {
+    ASSERT_TRUE(Ok(store.Append(Request(p, {PatientEntry(p), PrescriptionEntry("rx-1")}, 0))));
+    ASSERT_TRUE(Ok(store.Append(Request(p, {WeightEntry(61), DispenseEntry("rx-1")}, 2))));
+  }
+}
+
+TEST(SqliteProjections, RebuildRepairsADeletedAndAGarbledRowAndRemovesAnOrphan) {
+  TempDir dir;
+  const std::string path = dir.File("s.db");
+  auto store = OpenOrDie(path);
+  ASSERT_NE(store, nullptr);
+  WriteThreePatients(*store);
+  {
+    RawSqlite db(path);
+    ASSERT_TRUE(Ok(db.Exec("DELETE FROM patient_state WHERE patient_id = 'p-1'")));
+    // One byte of the sealed state flipped: the row no longer opens.
+    ASSERT_TRUE(Ok(db.Exec("UPDATE patient_state SET state = CAST(substr(state, 1, 40) || "
+                           "CASE WHEN substr(state, 41, 1) = x'00' THEN x'01' ELSE x'00' END || "
+                           "substr(state, 42) AS BLOB) WHERE patient_id = 'p-2'")));
+    ASSERT_EQ(db.Text("SELECT count(*) FROM patient_state"), "2");
+    // A row with no stream behind it, as only SQL with the foreign keys off can leave.
+    ASSERT_TRUE(Ok(db.Exec("PRAGMA foreign_keys = OFF; INSERT INTO patient_state VALUES "
+                           "('ghost', 1, 1, x'00')")));
+  }
+  EXPECT_TRUE(Fails(store->ReadState("p-1"), ErrorKind::kInternal, "", "patient p-1: the state "
+                                                                        "is missing"));
+  EXPECT_TRUE(Fails(store->ReadState("p-2"), ErrorKind::kInternal, "", "patient p-2"));
+
+  auto report = store->RebuildProjections();
+  ASSERT_TRUE(Ok(report));
+  EXPECT_EQ(report->patients, 3);
+  EXPECT_EQ(report->entries, 12);
+  EXPECT_EQ(report->repaired, 2);
+  EXPECT_EQ(report->removed, 1);
+  ExpectStatesMatchStreams(*store, {"p-1", "p-2", "p-3"});
+
+  auto again = store->RebuildProjections();
+  ASSERT_TRUE(Ok(again));
+  EXPECT_EQ(again->patients, 3);
+  EXPECT_EQ(again->repaired, 0);
+  EXPECT_EQ(again->removed, 0);
+  RawSqlite db(path);
+  EXPECT_EQ(db.Text("SELECT count(*) FROM patient_state"), "3");
+}
+
+// The rebuild goes in batches of patients, each its own transaction, with appends between.
+TEST(SqliteProjections, RebuildInSmallBatchesBesideWriters) {
+  TempDir dir;
+  SqliteOptions options;
+  options.max_rebuild_patients = 2;
+  auto opened = SqliteEventStore::Open(dir.File("s.db"), options);
+  ASSERT_TRUE(Ok(opened));
+  SqliteEventStore& store = **opened;
+  std::vector<std::string> patients;
+  for (int i = 0; i < 9; ++i) {
+    patients.push_back("q-" + std::to_string(i));
+    ASSERT_TRUE(Ok(store.Append(Request(patients.back(), {PatientEntry(patients.back())}, 0))));
+  }
+  std::atomic<bool> stop{false};
+  std::atomic<int> errors{0};
+  std::thread writer([&] {
+    for (int i = 0; !stop.load(); ++i) {
+      const std::string& p = patients[static_cast<size_t>(i) % patients.size()];
+      if (!store.Append(Request(p, {WeightEntry(60 + i % 30)})).ok()) errors.fetch_add(1);
+    }
+  });
+  int64_t repaired = 0;
+  for (int round = 0; round < 5; ++round) {
+    auto report = store.RebuildProjections();
+    ASSERT_TRUE(Ok(report));
+    EXPECT_EQ(report->patients, 9);
+    repaired += report->repaired;
+  }
+  stop = true;
+  writer.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(repaired, 0) << "the appends kept every state as the log has it";
+  ExpectStatesMatchStreams(store, patients);
+}
+
+// The state row is a snapshot written every sixteen entries; a read folds in the entries after
+// it, checking each, so the state is never behind the log.
+TEST(SqliteProjections, TheStateRowIsASnapshotAndReadsFoldInTheNewestEntries) {
+  TempDir dir;
+  const std::string path = dir.File("s.db");
+  auto store = OpenOrDie(path);
+  ASSERT_TRUE(Ok(store->Append(Request("p-1", {PatientEntry("p-1")}, 0))));
+  std::set<std::string> row_versions;
+  for (int i = 0; i < 40; ++i) {
+    if (i == 10) {  // a fresh writer, which remembers nothing
+      store.reset();
+      store = OpenOrDie(path);
+    }
+    ASSERT_TRUE(Ok(store->Append(Request("p-1", {WeightEntry(60 + i)}, 1 + i))));
+    ExpectStatesMatchStreams(*store, {"p-1"});
+    RawSqlite db(path);
+    const std::string row = db.Text("SELECT version FROM patient_state WHERE patient_id = 'p-1'");
+    row_versions.insert(row);
+    EXPECT_LT(2 + i - std::stoi(row), 16) << "the row lags the stream by too much";
+  }
+  EXPECT_GE(row_versions.size(), 3u);  // it was rewritten now and then ...
+  EXPECT_LE(row_versions.size(), 5u);  // ... not at every append
+  // A long stream is snapshotted less often (an eighth of its length), never past 128 entries.
+  std::vector<std::string> many;
+  for (int i = 0; i < 300; ++i) many.push_back(WeightEntry(50 + i % 40));
+  ASSERT_TRUE(Ok(store->Append(Request("p-long", {PatientEntry("p-long")}, 0))));
+  ASSERT_TRUE(Ok(store->Append(Request("p-long", many, 1))));
+  int64_t lag_seen = 0;
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(Ok(store->Append(Request("p-long", {WeightEntry(60)}, 301 + i))));
+    RawSqlite raw(path);
+    const int64_t version = 302 + i;
+    const int64_t lag = version - std::stoll(raw.Text(
+                                      "SELECT version FROM patient_state WHERE patient_id = 'p-long'"));
+    lag_seen = std::max(lag_seen, lag);
+    EXPECT_LT(lag, version / 8);  // the interval is (events + 1) / 8 for this stream
+  }
+  EXPECT_GT(lag_seen, 16);
+  ExpectStatesMatchStreams(*store, {"p-long"});
+
+  // An entry after the snapshot that no longer checks makes the read fail, naming it.
+  RawSqlite db(path);
+  const int64_t row = std::stoll(db.Text("SELECT version FROM patient_state"));
+  ASSERT_LT(row, 41);
+  ASSERT_TRUE(Ok(CorruptSqliteEntry(path, "p-1", 41, "payload")));
+  EXPECT_TRUE(Fails(store->ReadState("p-1"), ErrorKind::kInternal, "", "patient p-1 version 41"));
+}
+
+// An append onto a stream whose state row is gone rebuilds the state from the log.
+TEST(SqliteProjections, AnAppendHealsAMissingState) {
+  TempDir dir;
+  const std::string path = dir.File("s.db");
+  auto store = OpenOrDie(path);
+  WriteThreePatients(*store);
+  {
+    RawSqlite db(path);
+    ASSERT_TRUE(Ok(db.Exec("DELETE FROM patient_state WHERE patient_id = 'p-3'")));
+  }
+  ASSERT_TRUE(Ok(store->Append(Request("p-3", {WeightEntry(62)}, 4))));
+  ExpectStatesMatchStreams(*store, {"p-3"});
+}
+
+TEST(SqliteProjections, ErasureRemovesTheStateRow) {
+  TempDir dir;
+  const std::string path = dir.File("s.db");
+  auto store = OpenOrDie(path);
+  WriteThreePatients(*store);
+  ASSERT_TRUE(Ok(store->ErasePatient("p-2", TestActor())));
+  RawSqlite db(path);
+  EXPECT_EQ(db.Text("SELECT count(*) FROM patient_state WHERE patient_id = 'p-2'"), "0");
+  auto state = store->ReadState("p-2");
+  ASSERT_TRUE(Ok(state));
+  EXPECT_TRUE(state->erased);
+  EXPECT_EQ(state->version, 4);
+  EXPECT_TRUE(Fails(store->ReadState(std::string(kMaxPatientIdBytes + 1, 'x')),
+                    ErrorKind::kBadInput, "patient_id"));
+}
+
+TEST(SqliteMigration, VersionTwoDatabaseGetsItsStatesOnUpgrade) {
+  TempDir dir;
+  const std::string path = dir.File("v2.db");
+  {
+    auto store = OpenOrDie(path);
+    WriteThreePatients(*store);
+    // A header update: the state's patient object is the latest one.
+    ASSERT_TRUE(Ok(store->Append(Request(
+        "p-1", {PatientEntry("p-1", R"(, "time_zone": "America/Chicago")"), WeightEntry(63)}, 4))));
+    ASSERT_TRUE(Ok(store->ErasePatient("p-3", TestActor())));
+  }
+  {
+    // Schema version 2 is version 3 without the table: take it away again.
+    RawSqlite db(path);
+    ASSERT_TRUE(Ok(db.Exec("DROP TABLE patient_state; PRAGMA user_version = 2")));
+  }
+  auto store = OpenOrDie(path);
+  ASSERT_NE(store, nullptr);
+  {
+    RawSqlite db(path);
+    EXPECT_EQ(db.Text("PRAGMA user_version"), "3");
+    EXPECT_EQ(db.Text("SELECT count(*) FROM patient_state"), "2");  // p-3 is erased
+  }
+  ExpectStatesMatchStreams(*store, {"p-1", "p-2"});
+  auto p1 = store->ReadState("p-1");
+  ASSERT_TRUE(Ok(p1));
+  EXPECT_EQ(json::parse(p1->record_json).at("patient").at("time_zone"), "America/Chicago");
+  auto erased = store->ReadState("p-3");
+  ASSERT_TRUE(Ok(erased));
+  EXPECT_TRUE(erased->erased);
+  auto report = store->RebuildProjections();
+  ASSERT_TRUE(Ok(report));
+  EXPECT_EQ(report->repaired, 0);
+}
+
+// ---- Restore
+
+TEST(SqliteRestore, RefusesAnExistingStoreAndRestoresABackupThatVerifies) {
+  TempDir dir;
+  const std::string path = dir.File("live.db");
+  const std::string backup = dir.File("backup.db");
+  auto store = OpenOrDie(path);
+  WriteThreePatients(*store);
+  ASSERT_TRUE(Ok(store->Backup(backup)));
+  ASSERT_TRUE(Ok(store->Append(Request("p-1", {WeightEntry(64)}, 4))));  // after the backup
+
+  // Never over a store, nor over a stray WAL.
+  EXPECT_TRUE(Fails(SqliteEventStore::Restore(backup, path, {}), ErrorKind::kBadInput, "db",
+                    "never overwrites"));
+  {
+    std::ofstream wal(dir.File("stray.db-wal"));
+    wal << "x";
+  }
+  EXPECT_TRUE(Fails(SqliteEventStore::Restore(backup, dir.File("stray.db"), {}),
+                    ErrorKind::kBadInput, "db", "write-ahead log"));
+  // Only an isoguard backup.
+  EXPECT_TRUE(Fails(SqliteEventStore::Restore(dir.File("missing.db"), dir.File("r0.db"), {}),
+                    ErrorKind::kBadInput, "backup", "no backup file"));
+  {
+    RawSqlite other(dir.File("other.db"));
+    ASSERT_TRUE(Ok(other.Exec("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")));
+  }
+  EXPECT_TRUE(Fails(SqliteEventStore::Restore(dir.File("other.db"), dir.File("r1.db"), {}),
+                    ErrorKind::kBadInput, "backup", "not a backup of an isoguard"));
+  {
+    std::ofstream junk(dir.File("junk.db"));
+    junk << "this is not a database, however long it goes on for, it is not one at all";
+  }
+  EXPECT_TRUE(Fails(SqliteEventStore::Restore(dir.File("junk.db"), dir.File("r2.db"), {}),
+                    ErrorKind::kBadInput, "backup"));
+  for (const char* name : {"r0.db", "r1.db", "r2.db", "r1.db.restore-partial"}) {
+    EXPECT_FALSE(std::filesystem::exists(dir.File(name))) << name << " was left behind";
+  }
+
+  // An empty file at the target is no store: it is replaced.
+  const std::string restored = dir.File("restored.db");
+  { std::ofstream empty(restored); }
+  ASSERT_TRUE(Ok(SqliteEventStore::Restore(backup, restored, {})));
+  EXPECT_FALSE(std::filesystem::exists(restored + ".restore-partial"));
+  auto back = OpenOrDie(restored);
+  ASSERT_NE(back, nullptr);
+  auto report = back->Verify();
+  ASSERT_TRUE(Ok(report));
+  EXPECT_FALSE(report->first_problem.has_value()) << *report->first_problem;
+  EXPECT_EQ(report->streams_checked, 3);
+  EXPECT_EQ(report->entries_checked, 12);  // not the append made after the backup
+  ExpectStatesMatchStreams(*back, {"p-1", "p-2", "p-3"});
+  // The backup itself was only read.
+  RawSqlite db(backup);
+  EXPECT_EQ(db.Text("SELECT count(*) FROM entries"), "12");
+}
+
+// ---- Prepared appends (bulk import)
+
+RecordAppendOptions BulkOptions() {
+  RecordAppendOptions options;
+  options.actor = Actor{"import", "system", "test"};
+  options.idempotency_key_prefix = "import:";
+  return options;
+}
+
+// A record line and the entries Append would be given for it.
+struct RecordCase {
+  std::string line;
+  std::vector<std::string> entries;
+};
+
+RecordCase ExampleRecord(const std::string& patient) {
+  RecordCase c;
+  c.entries = {PatientEntry(patient), PrescriptionEntry("rx-1"), DispenseEntry("rx-1"),
+               WeightEntry(58.5), R"({"type": "weight", "id": null, "at": "2026-09-03T10:00:00Z", "kg": 59})",
+               R"({"type": "weight", "id": ")" + patient + R"(-4", "at": "2026-08-01T10:00:00Z", "kg": 57})"};
+  json::object patient_object = json::parse(c.entries[0]).as_object();
+  patient_object.erase("type");
+  json::array events;
+  for (size_t i = 1; i < c.entries.size(); ++i) events.push_back(json::parse(c.entries[i]));
+  json::object record;
+  record["patient"] = patient_object;
+  record["events"] = events;
+  c.line = json::serialize(record);
+  return c;
+}
+
+// PrepareRecord + AppendPrepared store what Append stores for the same entries: the same JSON,
+// the same ids (an event with "id": null, or none, gets the assigned one, skipping an id that
+// an event of the record gives itself), and a state that folds the stream.
+TEST(SqlitePreparedAppend, StoresWhatAppendStores) {
+  TempDir dir;
+  auto opened = SqliteEventStore::Open(dir.File("s.db"));
+  ASSERT_TRUE(Ok(opened));
+  SqliteEventStore& store = **opened;
+  const RecordCase a = ExampleRecord("a-1");
+  const RecordCase b = ExampleRecord("b-1");
+  auto prepared = SqliteEventStore::PrepareRecord(a.line, BulkOptions());
+  ASSERT_TRUE(Ok(prepared));
+  EXPECT_EQ(prepared->patient_id(), "a-1");
+  EXPECT_EQ(prepared->entry_count(), a.entries.size());
+  std::vector<PreparedAppend> batch;
+  batch.push_back(std::move(*prepared));
+  auto results = store.AppendPrepared(batch);
+  ASSERT_EQ(results.size(), 1u);
+  ASSERT_TRUE(Ok(results[0]));
+  EXPECT_FALSE(results[0]->replayed);
+  EXPECT_EQ(results[0]->first_version, 1);
+  EXPECT_EQ(results[0]->last_version, 6);
+  auto appended = store.Append(Request("b-1", b.entries, 0, "import:b-1"));
+  ASSERT_TRUE(Ok(appended));
+
+  auto sa = store.ReadStream("a-1");
+  auto sb = store.ReadStream("b-1");
+  ASSERT_TRUE(Ok(sa));
+  ASSERT_TRUE(Ok(sb));
+  ASSERT_EQ(sa->entries.size(), sb->entries.size());
+  for (size_t i = 0; i < sa->entries.size(); ++i) {
+    SCOPED_TRACE(i);
+    std::string event_id_b = sb->entries[i].event_id;
+    if (event_id_b.starts_with("b-1")) event_id_b.replace(0, 3, "a-1");
+    EXPECT_EQ(sa->entries[i].event_id, event_id_b);
+    EXPECT_EQ(sa->entries[i].type, sb->entries[i].type);
+    EXPECT_EQ(sa->entries[i].idempotency_key, "import:a-1");
+    EXPECT_EQ(sa->entries[i].actor.id, "import");
+    json::value ja = json::parse(sa->entries[i].json);
+    json::value jb = json::parse(sb->entries[i].json);
+    if (ja.as_object().contains("id")) ja.as_object()["id"] = "?";
+    if (jb.as_object().contains("id")) jb.as_object()["id"] = "?";
+    EXPECT_EQ(ja, jb);
+  }
+  EXPECT_EQ(results[0]->event_ids.back(), "a-1-4");  // given
+  EXPECT_EQ(sa->entries[4].event_id, "a-1-5");       // "id": null
+  EXPECT_EQ(sa->entries[3].event_id, "a-1-4.1");     // none: the plain form is given later
+  ExpectStatesMatchStreams(store, {"a-1", "b-1"});
+  auto report = store.Verify();
+  ASSERT_TRUE(Ok(report));
+  EXPECT_FALSE(report->first_problem.has_value()) << *report->first_problem;
+  auto rebuilt = store.RebuildProjections();
+  ASSERT_TRUE(Ok(rebuilt));
+  EXPECT_EQ(rebuilt->repaired, 0);
+}
+
+// The same record again is replayed; a stream that another append began is a conflict; an
+// erased patient's stream takes nothing. Each outcome is the request's own: the others of the
+// batch are written.
+TEST(SqlitePreparedAppend, ReplayConflictAndErasureAreEachRequestsOwn) {
+  TempDir dir;
+  auto opened = SqliteEventStore::Open(dir.File("s.db"));
+  ASSERT_TRUE(Ok(opened));
+  SqliteEventStore& store = **opened;
+  ASSERT_TRUE(Ok(store.Append(Request("taken", {PatientEntry("taken")}, 0))));
+  ASSERT_TRUE(Ok(store.Append(Request("gone", {PatientEntry("gone")}, 0, "import:gone"))));
+  ASSERT_TRUE(Ok(store.ErasePatient("gone", TestActor())));
+  std::vector<PreparedAppend> first;
+  for (const std::string p : {"n-1", "n-2"}) {
+    auto prepared = SqliteEventStore::PrepareRecord(ExampleRecord(p).line, BulkOptions());
+    ASSERT_TRUE(Ok(prepared));
+    first.push_back(std::move(*prepared));
+  }
+  for (const auto& r : store.AppendPrepared(first)) ASSERT_TRUE(Ok(r));
+
+  std::vector<PreparedAppend> second;
+  for (const std::string p : {"n-1", "taken", "n-3", "n-2"}) {
+    auto prepared = SqliteEventStore::PrepareRecord(ExampleRecord(p).line, BulkOptions());
+    ASSERT_TRUE(Ok(prepared));
+    second.push_back(std::move(*prepared));
+  }
+  RecordAppendOptions no_key = BulkOptions();
+  no_key.idempotency_key_prefix.clear();
+  auto gone = SqliteEventStore::PrepareRecord(ExampleRecord("gone").line, no_key);
+  ASSERT_TRUE(Ok(gone));
+  second.push_back(std::move(*gone));
+  auto results = store.AppendPrepared(second);
+  ASSERT_EQ(results.size(), 5u);
+  ASSERT_TRUE(Ok(results[0]));
+  EXPECT_TRUE(results[0]->replayed);
+  EXPECT_EQ(results[0]->event_ids.size(), 6u);
+  EXPECT_TRUE(Fails(results[1], ErrorKind::kConflict, "expected_version", "at version 1"));
+  ASSERT_TRUE(Ok(results[2]));
+  EXPECT_FALSE(results[2]->replayed);
+  ASSERT_TRUE(Ok(results[3]));
+  EXPECT_TRUE(results[3]->replayed);
+  EXPECT_TRUE(Fails(results[4], ErrorKind::kBadInput, "patient_id", "was erased"));
+  EXPECT_EQ(store.ReadStream("taken")->version, 1);
+  ExpectStatesMatchStreams(store, {"n-1", "n-2", "n-3", "taken"});
+  auto report = store.Verify();
+  ASSERT_TRUE(Ok(report));
+  EXPECT_FALSE(report->first_problem.has_value()) << *report->first_problem;
+}
+
+// A record is checked as a record: the parser's errors, with the record's field names; then
+// the store's own limits, with Append's.
+TEST(SqlitePreparedAppend, ABadRecordIsRefusedNamingTheField) {
+  const RecordAppendOptions options = BulkOptions();
+  json::value bad = json::parse(ExampleRecord("p-1").line);
+  bad.at("events").as_array()[2].as_object()["kg"] = 0;
+  EXPECT_TRUE(Fails(SqliteEventStore::PrepareRecord(json::serialize(bad), options),
+                    ErrorKind::kBadInput, "events[2].kg"));
+  EXPECT_TRUE(
+      Fails(SqliteEventStore::PrepareRecord("{not json", options), ErrorKind::kBadInput, "",
+            "not valid JSON"));
+  EXPECT_TRUE(Fails(SqliteEventStore::PrepareRecord("[1]", options), ErrorKind::kBadInput, "",
+                    "must be a JSON object"));
+  const std::string long_id(kMaxPatientIdBytes + 1, 'p');
+  EXPECT_TRUE(Fails(SqliteEventStore::PrepareRecord(
+                        R"({"patient":{"id":")" + long_id +
+                            R"(","birth_date":"2000-05-14","jurisdiction":"US","category":"cannot_get_pregnant"},"events":[]})",
+                        options),
+                    ErrorKind::kBadInput, "patient_id", "at most 256"));
+  // At the store's limit of entries per append and one past it (the record's own limit is
+  // 10,000 events; the patient entry makes one more).
+  auto with_events = [](size_t n) {
+    std::string text = R"({"patient":{"id":"p-1","birth_date":"2000-05-14","jurisdiction":"US",)"
+                       R"("category":"cannot_get_pregnant"},"events":[)";
+    for (size_t i = 0; i < n; ++i) {
+      text += std::string(i == 0 ? "" : ",") +
+              R"({"type":"weight","at":"2026-09-01T10:00:00Z","kg":60})";
+    }
+    return text + "]}";
+  };
+  EXPECT_TRUE(Ok(SqliteEventStore::PrepareRecord(with_events(kMaxEntriesPerAppend - 1), options)));
+  EXPECT_TRUE(Fails(SqliteEventStore::PrepareRecord(with_events(kMaxEntriesPerAppend), options),
+                    ErrorKind::kBadInput, "entries", "at most 10000"));
+}
+
+// Records the plain scan does not take apart go through a DOM and are stored all the same.
+TEST(SqlitePreparedAppend, EscapedKeysAndAPatientTypeTakeTheGeneralWay) {
+  TempDir dir;
+  auto opened = SqliteEventStore::Open(dir.File("s.db"));
+  ASSERT_TRUE(Ok(opened));
+  SqliteEventStore& store = **opened;
+  const std::vector<std::string> lines = {
+      // "patient" spelled with an escape.
+      R"({"pat\u0069ent":{"id":"e-1","birth_date":"2000-05-14","jurisdiction":"US",)"
+      R"("category":"cannot_get_pregnant"},"events":[{"type":"weight","at":"2026-09-01T10:00:00Z","kg":60}]})",
+      // The patient object carries a "type" of its own, which the entry's replaces.
+      R"({"patient":{"type":"someone","id":"e-2","birth_date":"2000-05-14","jurisdiction":"US",)"
+      R"("category":"cannot_get_pregnant"},"events":[]})",
+      // Strings with escaped quotes and brackets inside events.
+      R"({"patient":{"id":"e-3","birth_date":"2000-05-14","jurisdiction":"US",)"
+      R"("category":"cannot_get_pregnant","note":"a \"quoted\" ] } word"},)"
+      R"("events":[{"type":"weight","at":"2026-09-01T10:00:00Z","kg":60,"note":"x\\"},)"
+      R"( {"note":"{[\"","type":"weight","at":"2026-09-02T10:00:00Z","kg":61}]})",
+  };
+  std::vector<PreparedAppend> batch;
+  for (const std::string& line : lines) {
+    auto prepared = SqliteEventStore::PrepareRecord(line, BulkOptions());
+    ASSERT_TRUE(Ok(prepared)) << line;
+    batch.push_back(std::move(*prepared));
+  }
+  for (const auto& r : store.AppendPrepared(batch)) ASSERT_TRUE(Ok(r));
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const std::string id = "e-" + std::to_string(i + 1);
+    auto state = store.ReadState(id);
+    ASSERT_TRUE(Ok(state));
+    json::value expected = json::parse(lines[i]);
+    if (i == 0) {
+      json::object renamed;
+      renamed["patient"] = expected.at("patient");
+      renamed["events"] = expected.at("events");
+      expected = renamed;
+    }
+    expected.at("patient").as_object().erase("type");
+    for (json::value& e : expected.at("events").as_array()) {
+      if (!e.as_object().contains("id")) {
+        e.as_object()["id"] = id + "-" + std::to_string(&e - expected.at("events").as_array().data() + 2);
+      }
+    }
+    EXPECT_EQ(json::parse(state->record_json), expected) << state->record_json;
+  }
+  ExpectStatesMatchStreams(store, {"e-1", "e-2", "e-3"});
 }
 
 // ---- Crash safety

@@ -21,6 +21,8 @@
 #include <utility>
 
 #include "store/entry_codec.h"
+#include "store/projection.h"
+#include "store/sqlite/prepared_append.h"
 
 namespace isoguard::store {
 namespace {
@@ -107,7 +109,21 @@ WHEN NOT EXISTS (SELECT 1 FROM audit WHERE audit.patient_id = OLD.patient_id
 BEGIN SELECT RAISE(ABORT, 'a patient key is deleted only by a recorded erasure'); END;
 )sql";
 
-constexpr const char* kMigrations[] = {kMigration1, kMigration2};
+// Version 3: projections. One row per patient: the stream folded into its current state
+// (projection.h), sealed under the patient's key, as of `version` (whose entry is at
+// `position`). Written in the transaction of every append; the migration builds the rows of
+// the streams already in the file (BuildStates). A rowid table: the sealed state is a few
+// kilobytes, too large for a WITHOUT ROWID row.
+constexpr const char* kMigration3 = R"sql(
+CREATE TABLE patient_state (
+  patient_id TEXT NOT NULL PRIMARY KEY REFERENCES streams (patient_id),
+  version INTEGER NOT NULL CHECK (version >= 1),
+  position INTEGER NOT NULL,
+  state BLOB NOT NULL
+) STRICT;
+)sql";
+
+constexpr const char* kMigrations[] = {kMigration1, kMigration2, kMigration3};
 static_assert(std::size(kMigrations) == kSqliteSchemaVersion);
 
 constexpr const char* kEntryColumns =
@@ -273,22 +289,31 @@ class Use {
 
 // A read transaction: one snapshot for every statement of a read. Read-only, so ending it with
 // ROLLBACK loses nothing.
+// `begin` and `rollback` are the connection's prepared BEGIN and ROLLBACK (a point read is a
+// few tens of microseconds; compiling the two statements each time was a noticeable part).
 class ReadTransaction {
  public:
-  explicit ReadTransaction(Connection& db) : db_(db) {}
+  ReadTransaction(Connection& db, const Statement& begin, const Statement& rollback)
+      : db_(db), begin_(begin), rollback_(rollback) {}
   ~ReadTransaction() {
-    if (open_) (void)db_.Exec("ROLLBACK");
+    if (open_) {
+      Use q(rollback_);
+      (void)q.Step();
+    }
   }
   ReadTransaction(const ReadTransaction&) = delete;
   ReadTransaction& operator=(const ReadTransaction&) = delete;
   Status Begin() {
-    if (auto st = db_.Exec("BEGIN"); !st.ok()) return st;
+    Use q(begin_);
+    if (q.Step() != SQLITE_DONE) return SqliteError(db_.get(), "beginning a read");
     open_ = true;
     return {};
   }
 
  private:
   Connection& db_;
+  const Statement& begin_;
+  const Statement& rollback_;
   bool open_ = false;
 };
 
@@ -341,6 +366,138 @@ Status PrepareAll(sqlite3* db, std::initializer_list<std::pair<Statement*, std::
   return {};
 }
 
+// Folds one stream's rows, read in version order, into its state, checking each row as a read
+// does: the chain, the payload's seal, the entry with the parser.
+class StreamFold {
+ public:
+  Status Next(const EntryRow& row, const PatientKey& key, const ParseOptions& options) {
+    if (auto st = chain_.Next(row); !st.ok()) return st;
+    auto entry = DecodeEntry(row, &key, options);
+    if (!entry.ok()) return entry.error();
+    position_ = row.position;
+    if (auto st = FoldEntry(state_, row.type, entry->json); !st.ok()) {
+      return Error::Internal("patient " + row.patient_id + " version " +
+                             std::to_string(row.version) + ": " + st.error().message);
+    }
+    return {};
+  }
+  int64_t version() const { return chain_.version(); }
+  int64_t position() const { return position_; }
+  const StateText& state() const { return state_; }
+
+ private:
+  ChainCheck chain_;
+  int64_t position_ = 0;
+  StateText state_;
+};
+
+// Two states hold the same record.
+bool SameState(const StateText& a, const StateText& b) {
+  return a.event_count == b.event_count && a.patient == b.patient && a.events == b.events;
+}
+
+// A state row is a snapshot: the stream folded up to the row's version. The entries after it
+// are folded in when the state is read, each checked. Rewriting the whole sealed state at every
+// append made an append's cost grow with its stream: 16 writers appending one event each ran
+// at a third of their rate without projections (docs/performance.md). A new snapshot is
+// written once SnapshotInterval entries stand behind the last: 16 for a stream of a clinic's
+// usual length, an eighth of the stream for a long one (so that rewriting it costs each entry
+// a bounded share), and never more than 128, which bounds what a read folds in (about 4 us an
+// entry).
+constexpr int64_t kSnapshotEvery = 16;
+constexpr int64_t kMaxSnapshotInterval = 128;
+int64_t SnapshotInterval(const StateText& state) {
+  return std::clamp<int64_t>((state.event_count + 1) / 8, kSnapshotEvery, kMaxSnapshotInterval);
+}
+
+// Folds the entries after `version` (the tail behind a snapshot) into `state`: versions without
+// gaps, each row's own hash checked, each payload opened and checked by the parser.
+Status FoldTail(const Statement& tail_rows, sqlite3* db, std::string_view patient,
+                const PatientKey& key, const ParseOptions& options, StateText& state,
+                int64_t& version, int64_t& position) {
+  Use q(tail_rows);
+  q.Bind(1, patient).Bind(2, version);
+  EntryRow row;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    if (auto st = ReadRow(q, row); !st.ok()) {
+      return Error::Internal("patient " + std::string(patient) + ": " + st.error().message);
+    }
+    const std::string name = "patient " + row.patient_id + " version " + std::to_string(row.version);
+    if (row.version != version + 1) {
+      return Error::Internal(name + ": out of sequence (expected version " +
+                             std::to_string(version + 1) + ")");
+    }
+    if (EntryHash(row) != row.hash) {
+      return Error::Internal(name + ": hash does not match the entry (it was changed after it "
+                                    "was written)");
+    }
+    auto entry = DecodeEntry(row, &key, options);
+    if (!entry.ok()) return entry.error();
+    if (auto st = FoldEntry(state, row.type, entry->json); !st.ok()) {
+      return Error::Internal(name + ": " + st.error().message);
+    }
+    version = row.version;
+    position = row.position;
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db, "reading a stream's newest entries");
+  return {};
+}
+
+// The state rows of every stream in the file, for the migration to version 3. An erased
+// patient has none. A stream that does not read back (a damaged entry) gets none either: the
+// migration must not make a damaged file unopenable. ReadState then reports the patient,
+// Verify names the entry, and RebuildProjections writes the row once the stream is repaired.
+Status BuildStates(Connection& db, const ParseOptions& read_options) {
+  Statement rows, key_query, insert;
+  if (auto st = PrepareAll(
+          db.get(),
+          {{&rows, "SELECT " + std::string(kEntryColumns) +
+                       " FROM entries ORDER BY patient_id, version"},
+           {&key_query, "SELECT key FROM patient_keys WHERE patient_id = ?1"},
+           {&insert,
+            "INSERT INTO patient_state (patient_id, version, position, state) "
+            "VALUES (?1, ?2, ?3, ?4)"}});
+      !st.ok()) {
+    return st;
+  }
+  std::string current;
+  std::optional<PatientKey> key;
+  std::optional<StreamFold> fold;  // empty: the current stream gets no row
+  auto finish = [&]() -> Status {
+    if (!fold.has_value() || !key.has_value() || fold->version() == 0) return {};
+    const std::string sealed = SealState(*key, current, fold->version(), fold->state());
+    Use q(insert);
+    q.Bind(1, std::string_view(current)).Bind(2, fold->version()).Bind(3, fold->position());
+    q.BindBlob(4, std::string_view(sealed));
+    if (q.Step() != SQLITE_DONE) return SqliteError(db.get(), "writing a patient's state");
+    return {};
+  };
+  Use q(rows);
+  EntryRow row;
+  bool first = true;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    if (auto st = ReadRow(q, row); !st.ok()) {
+      fold.reset();
+      continue;
+    }
+    if (first || row.patient_id != current) {
+      if (auto st = finish(); !st.ok()) return st;
+      first = false;
+      current = row.patient_id;
+      auto found = ReadKey(key_query, current, db.get());
+      key = found.ok() ? std::move(*found) : std::nullopt;
+      fold.emplace();
+    }
+    if (fold.has_value() && key.has_value() && !fold->Next(row, *key, read_options).ok()) {
+      fold.reset();
+    }
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db.get(), "reading the log");
+  return finish();
+}
+
 Status ConfigureWriter(Connection& db) {
   auto mode = db.QueryText("PRAGMA journal_mode = WAL");
   if (!mode.ok()) return mode.error();
@@ -354,7 +511,7 @@ Status ConfigureWriter(Connection& db) {
 }
 
 // Runs the missing migrations in one transaction: a crash leaves the old version whole.
-Status Migrate(Connection& db, const std::string& path) {
+Status Migrate(Connection& db, const std::string& path, const ParseOptions& read_options) {
   if (auto st = db.Exec("BEGIN IMMEDIATE"); !st.ok()) return st;
   auto fail = [&db](Error e) -> Status {
     (void)db.Exec("ROLLBACK");
@@ -387,6 +544,12 @@ Status Migrate(Connection& db, const std::string& path) {
       return fail(Error::Internal("migration to schema version " + std::to_string(v) +
                                   " failed: " + st.error().message));
     }
+    if (v == 3) {
+      if (auto st = BuildStates(db, read_options); !st.ok()) {
+        return fail(Error::Internal("migration to schema version 3 failed: " +
+                                    st.error().message));
+      }
+    }
     const std::string set = "PRAGMA user_version = " + std::to_string(v) +
                             "; PRAGMA application_id = " + std::to_string(kSqliteApplicationId);
     if (auto st = db.Exec(set.c_str()); !st.ok()) return fail(st.error());
@@ -412,23 +575,49 @@ Status SyncPath(const std::string& path, bool directory) {
 // The store.
 // ===========================================================================================
 
-// One queued write: an append or an erasure. It lives on the caller's stack; the caller waits
-// until `done` (guarded by Impl::mu) says the writer has committed or failed it.
+// A batch of patients whose state rows RebuildProjections recomputes in one transaction.
+struct RebuildBatch {
+  std::vector<std::string> patients;
+  bool remove_orphans = false;  // the last batch: rows with no stream behind them go
+  RebuildReport report;
+};
+
+// One queued write: an append (checked by the caller, or prepared whole), an erasure or a batch
+// of a rebuild. It lives on the caller's stack; the caller waits until `done` (guarded by
+// Impl::mu) says the writer has committed or failed it.
 struct WriteRequest {
-  const AppendRequest* append = nullptr;  // null: an erasure
+  const AppendRequest* append = nullptr;
   std::vector<CheckedEntry> entries;
+  PreparedAppend::Data* prepared = nullptr;
   std::string_view erase_patient;
   const Actor* erase_actor = nullptr;
+  RebuildBatch* rebuild = nullptr;
 
+  // An append's (checked or prepared) outcome; `status` is an erasure's or a rebuild's.
   Result<AppendResult> append_result = Error::Internal("the request was not applied");
-  Status erase_status;
+  Status status;
   bool erased = false;  // a key was destroyed
+  bool wrote = false;   // a prepared append wrote rows (it has no savepoint to roll back to)
 
   bool done = false;
   uint64_t batch = 0;  // the number of the batch that took it; 0: still queued
 
-  bool ok() const { return append != nullptr ? append_result.ok() : erase_status.ok(); }
-  size_t weight() const { return std::max<size_t>(entries.size(), 1); }
+  bool is_append() const { return append != nullptr || prepared != nullptr; }
+  bool ok() const { return is_append() ? append_result.ok() : status.ok(); }
+  const Error& error() const { return is_append() ? append_result.error() : status.error(); }
+  void Fail(const Error& e) {
+    if (is_append()) {
+      append_result = e;
+    } else {
+      status = e;
+    }
+    erased = false;
+  }
+  size_t weight() const {
+    if (prepared != nullptr) return std::max<size_t>(prepared->rows.size(), 1);
+    if (rebuild != nullptr) return 64 * std::max<size_t>(rebuild->patients.size(), 1);
+    return std::max<size_t>(entries.size(), 1);
+  }
 };
 
 // The writer's memory of a stream's head, so that an append to a stream it has written to
@@ -438,7 +627,15 @@ struct StreamHead {
   int64_t version = 0;
   Hash hash{};
   PatientKey key;
+  // The stream's state at `version`, so that the next append folds into it without reading
+  // and opening the row; kept while the states held stay under kMaxCachedStateBytes.
+  std::optional<StateText> state;
+  int64_t snapshot_version = 0;  // the state row's version (with `state`); 0: no row
 };
+
+static size_t StateBytes(const StateText& state) {
+  return state.patient.size() + state.events.size();
+}
 
 struct StringHash {
   using is_transparent = void;
@@ -447,7 +644,14 @@ struct StringHash {
 
 struct Reader {
   Connection db;
+  Statement begin;
+  Statement rollback;
   Statement key;
+  Statement state;
+  Statement head;
+  Statement stream_page;
+  Statement stream_starts;
+  Statement tail_rows;
   Statement stream_rows;
   Statement rows_after;
   Statement all_rows;
@@ -465,11 +669,21 @@ struct SqliteEventStore::Impl {
   Connection db;
   Statement begin, commit, rollback, savepoint, release, rollback_to;
   Statement data_version, max_position, find_append, replay_rows, head, insert_stream, insert_key,
-      find_key, find_event, insert_entry, insert_append, stream_exists, insert_audit, delete_key;
+      find_key, find_event, insert_entry, insert_append, stream_exists, insert_audit, delete_key,
+      find_state, upsert_state, delete_state, writer_stream_rows, remove_orphan_states,
+      insert_entries,  // kRowsPerInsert rows at once, for prepared appends
+      tail_rows;
+  static constexpr int kRowsPerInsert = 16;
   bool wal_truncate_pending = false;
   std::unordered_map<std::string, StreamHead, StringHash, std::equal_to<>> heads;
   int64_t last_data_version = -1;
-  static constexpr size_t kMaxCachedHeads = 100000;  // about 10 MB
+  static constexpr size_t kMaxCachedHeads = 100000;  // about 10 MB, states aside
+  static constexpr size_t kMaxCachedStateBytes = size_t{64} << 20;
+  size_t cached_state_bytes = 0;
+  void ForgetHeads() {
+    heads.clear();
+    cached_state_bytes = 0;
+  }
   std::chrono::steady_clock::time_point last_truncate_attempt{};
 
   std::mutex mu;
@@ -491,11 +705,26 @@ struct SqliteEventStore::Impl {
 
   Status PrepareWriter();
   void Submit(WriteRequest& request);
+  void SubmitAll(std::vector<WriteRequest>& requests);
+  void Enqueue(std::unique_lock<std::mutex>& lock, WriteRequest& request);
+  void WaitFor(std::unique_lock<std::mutex>& lock, WriteRequest& request);
   void WriterLoop();
   void CommitBatch(std::vector<WriteRequest*>& batch);
   Result<AppendResult> ApplyAppend(WriteRequest& request, int64_t& next_position);
-  Result<AppendResult> Replay(const AppendRequest& request, int64_t first, int64_t last);
+  Result<AppendResult> ApplyPrepared(WriteRequest& request, int64_t& next_position);
+  Result<AppendResult> ExistingStream(std::string_view patient, const std::string& idempotency_key,
+                                      int64_t expected_version);
+  Result<AppendResult> Replay(std::string_view patient, int64_t first, int64_t last);
+  Result<StateText> CurrentState(std::string_view patient, int64_t version, const PatientKey& key,
+                                 int64_t& snapshot_version);
+  Result<std::optional<StreamFold>> FoldFromLog(std::string_view patient, const PatientKey& key,
+                                                int64_t capture_version = 0,
+                                                StateText* captured = nullptr,
+                                                int64_t* captured_position = nullptr);
+  Status WriteState(std::string_view patient, int64_t version, int64_t position,
+                    std::string_view sealed);
   Status ApplyErase(WriteRequest& request);
+  Status ApplyRebuild(RebuildBatch& batch);
   void TruncateWal(bool wait);
 
   Result<std::unique_ptr<Reader>> AcquireReader();
@@ -521,6 +750,24 @@ class ReaderLease {
   SqliteEventStore::Impl& impl_;
   std::unique_ptr<Reader> reader_;
 };
+
+}  // namespace
+
+namespace {
+
+// INSERT INTO entries of `rows` rows: parameters ?1..?13 are the first row's columns, ?14..?26
+// the second's, and so on.
+std::string MultiRowInsert(int rows) {
+  std::string sql = "INSERT INTO entries (" + std::string(kEntryColumns) + ") VALUES ";
+  for (int r = 0; r < rows; ++r) {
+    sql += r == 0 ? "(" : ", (";
+    for (int c = 1; c <= 13; ++c) {
+      sql += (c == 1 ? "?" : ", ?") + std::to_string(13 * r + c);
+    }
+    sql += ")";
+  }
+  return sql;
+}
 
 }  // namespace
 
@@ -562,27 +809,58 @@ Status SqliteEventStore::Impl::PrepareWriter() {
            "INSERT INTO audit (action, patient_id, actor_id, actor_role, actor_source, at_ms) "
            "VALUES ('erasure', ?1, ?2, ?3, ?4, ?5)"},
           {&delete_key, "DELETE FROM patient_keys WHERE patient_id = ?1"},
+          {&find_state,
+           "SELECT version, state, position FROM patient_state WHERE patient_id = ?1"},
+          {&upsert_state,
+           "INSERT INTO patient_state (patient_id, version, position, state) "
+           "VALUES (?1, ?2, ?3, ?4) ON CONFLICT (patient_id) DO UPDATE SET "
+           "version = excluded.version, position = excluded.position, state = excluded.state"},
+          {&delete_state, "DELETE FROM patient_state WHERE patient_id = ?1"},
+          {&writer_stream_rows,
+           "SELECT " + columns + " FROM entries WHERE patient_id = ?1 ORDER BY version"},
+          {&insert_entries, MultiRowInsert(kRowsPerInsert)},
+          {&tail_rows, "SELECT " + columns +
+                           " FROM entries WHERE patient_id = ?1 AND version > ?2 ORDER BY version"},
+          {&remove_orphan_states,
+           "DELETE FROM patient_state WHERE NOT EXISTS (SELECT 1 FROM streams "
+           "WHERE streams.patient_id = patient_state.patient_id)"},
       });
 }
 
 // ---- Writing
 
-void SqliteEventStore::Impl::Submit(WriteRequest& request) {
-  std::unique_lock lock(mu);
+void SqliteEventStore::Impl::Enqueue(std::unique_lock<std::mutex>& lock, WriteRequest& request) {
   space_cv.wait(lock, [&] { return queue.size() < options.max_queued_requests || stopping; });
   if (stopping) {
-    request.append_result = Error::Internal("the event store is closing");
-    request.erase_status = Error::Internal("the event store is closing");
+    request.Fail(Error::Internal("the event store is closing"));
+    request.done = true;
     return;
   }
   queue.push_back(&request);
   work_cv.notify_one();
+}
+
+void SqliteEventStore::Impl::WaitFor(std::unique_lock<std::mutex>& lock, WriteRequest& request) {
   while (!request.done) {
     // Queued now, it normally goes in the next batch the writer takes; should it not (a batch
     // full of entries), the wait ends early and the loop waits for the right one.
     const uint64_t batch = request.batch != 0 ? request.batch : batches_taken + 1;
     done_cv[batch % 2].wait(lock);
   }
+}
+
+void SqliteEventStore::Impl::Submit(WriteRequest& request) {
+  std::unique_lock lock(mu);
+  Enqueue(lock, request);
+  WaitFor(lock, request);
+}
+
+// Queues every request (waiting for room as need be), then waits for them all: the writer
+// commits them in as few transactions as its batch limits allow.
+void SqliteEventStore::Impl::SubmitAll(std::vector<WriteRequest>& requests) {
+  std::unique_lock lock(mu);
+  for (WriteRequest& r : requests) Enqueue(lock, r);
+  for (WriteRequest& r : requests) WaitFor(lock, r);
 }
 
 void SqliteEventStore::Impl::WriterLoop() {
@@ -627,14 +905,7 @@ void SqliteEventStore::Impl::WriterLoop() {
 
 void SqliteEventStore::Impl::CommitBatch(std::vector<WriteRequest*>& batch) {
   auto fail_all = [&batch](const Error& error) {
-    for (WriteRequest* r : batch) {
-      if (r->append != nullptr) {
-        r->append_result = error;
-      } else {
-        r->erase_status = error;
-        r->erased = false;
-      }
-    }
+    for (WriteRequest* r : batch) r->Fail(error);
   };
   auto step = [this](const Statement& s) -> Status {
     Use q(s);
@@ -644,7 +915,7 @@ void SqliteEventStore::Impl::CommitBatch(std::vector<WriteRequest*>& batch) {
   };
   auto abandon = [&](const Error& error) {
     if (sqlite3_get_autocommit(db.get()) == 0) (void)step(rollback);
-    heads.clear();  // it may hold heads that were rolled back
+    ForgetHeads();  // it may hold heads that were rolled back
     fail_all(Error::Internal("nothing was written: " + error.message));
   };
 
@@ -653,7 +924,7 @@ void SqliteEventStore::Impl::CommitBatch(std::vector<WriteRequest*>& batch) {
     Use q(data_version);
     if (q.Step() != SQLITE_ROW) return abandon(SqliteError(db.get(), "reading data_version"));
     if (q.Int(0) != last_data_version) {
-      heads.clear();  // another connection wrote: what the writer remembers may be stale
+      ForgetHeads();  // another connection wrote: what the writer remembers may be stale
       last_data_version = q.Int(0);
     }
   }
@@ -666,24 +937,37 @@ void SqliteEventStore::Impl::CommitBatch(std::vector<WriteRequest*>& batch) {
 
   bool erased_any = false;
   for (WriteRequest* r : batch) {
-    if (auto st = step(savepoint); !st.ok()) return abandon(st.error());
+    // A prepared append goes without a savepoint (whose journal copies every page it changes):
+    // it writes nothing until its stream is known to be new, and after that only a damaged
+    // file can fail it, which abandons the batch.
+    const bool savepoint_taken = r->prepared == nullptr;
+    if (savepoint_taken) {
+      if (auto st = step(savepoint); !st.ok()) return abandon(st.error());
+    }
     const int64_t saved_position = next_position;
     if (r->append != nullptr) {
       r->append_result = ApplyAppend(*r, next_position);
+    } else if (r->prepared != nullptr) {
+      r->append_result = ApplyPrepared(*r, next_position);
+    } else if (r->rebuild != nullptr) {
+      r->status = ApplyRebuild(*r->rebuild);
     } else {
-      r->erase_status = ApplyErase(*r);
+      r->status = ApplyErase(*r);
     }
     // An I/O error can make SQLite roll the whole transaction back by itself.
     if (sqlite3_get_autocommit(db.get()) != 0) {
-      const Error error =
-          r->ok() ? Error::Internal("the transaction was rolled back")
-                  : (r->append != nullptr ? r->append_result.error() : r->erase_status.error());
-      heads.clear();
+      const Error error = r->ok() ? Error::Internal("the transaction was rolled back") : r->error();
+      ForgetHeads();
       return fail_all(Error::Internal("nothing was written: " + error.message));
     }
     if (r->ok()) {
-      if (auto st = step(release); !st.ok()) return abandon(st.error());
+      if (savepoint_taken) {
+        if (auto st = step(release); !st.ok()) return abandon(st.error());
+      }
       erased_any = erased_any || r->erased;
+    } else if (!savepoint_taken) {
+      if (r->wrote) return abandon(r->error());
+      next_position = saved_position;
     } else {
       next_position = saved_position;
       if (auto st = step(rollback_to); !st.ok()) return abandon(st.error());
@@ -694,16 +978,10 @@ void SqliteEventStore::Impl::CommitBatch(std::vector<WriteRequest*>& batch) {
     // The requests that failed on their own keep their errors; the others learn that the
     // commit did not happen.
     if (sqlite3_get_autocommit(db.get()) == 0) (void)step(rollback);
-    heads.clear();
+    ForgetHeads();
     for (WriteRequest* r : batch) {
       if (!r->ok()) continue;
-      const Error error =
-          Error::Internal("the commit failed, nothing was written: " + st.error().message);
-      if (r->append != nullptr) {
-        r->append_result = error;
-      } else {
-        r->erase_status = error;
-      }
+      r->Fail(Error::Internal("the commit failed, nothing was written: " + st.error().message));
     }
     return;
   }
@@ -713,14 +991,14 @@ void SqliteEventStore::Impl::CommitBatch(std::vector<WriteRequest*>& batch) {
   }
 }
 
-Result<AppendResult> SqliteEventStore::Impl::Replay(const AppendRequest& request, int64_t first,
+Result<AppendResult> SqliteEventStore::Impl::Replay(std::string_view patient, int64_t first,
                                                     int64_t last) {
   AppendResult result;
   result.first_version = first;
   result.last_version = last;
   result.replayed = true;
   Use q(replay_rows);
-  q.Bind(1, request.patient_id).Bind(2, first).Bind(3, last);
+  q.Bind(1, patient).Bind(2, first).Bind(3, last);
   int rc;
   while ((rc = q.Step()) == SQLITE_ROW) {
     result.event_ids.emplace_back(q.Text(0));
@@ -742,17 +1020,26 @@ Result<AppendResult> SqliteEventStore::Impl::ApplyAppend(WriteRequest& request,
     Use q(find_append);
     q.Bind(1, patient).Bind(2, a.idempotency_key);
     const int rc = q.Step();
-    if (rc == SQLITE_ROW) return Replay(a, q.Int(0), q.Int(1));
+    if (rc == SQLITE_ROW) return Replay(patient, q.Int(0), q.Int(1));
     if (rc != SQLITE_DONE) return SqliteError(db.get(), "looking up an idempotency key");
   }
 
   int64_t version = 0;
   Hash prev_hash{};
   std::optional<PatientKey> key;
+  std::optional<StateText> cached_state;
+  int64_t snapshot_version = 0;
   if (auto cached = heads.find(patient); cached != heads.end()) {
     version = cached->second.version;
     prev_hash = cached->second.hash;
     key = cached->second.key;
+    if (cached->second.state.has_value()) {
+      // Taken out: should this request fail, the next one reads the row instead.
+      cached_state_bytes -= StateBytes(*cached->second.state);
+      cached_state = std::move(cached->second.state);
+      snapshot_version = cached->second.snapshot_version;
+      cached->second.state.reset();
+    }
   } else {
     Use q(head);
     q.Bind(1, patient);
@@ -798,6 +1085,12 @@ Result<AppendResult> SqliteEventStore::Impl::ApplyAppend(WriteRequest& request,
     if (q.Step() != SQLITE_DONE) return SqliteError(db.get(), "storing the patient's key");
   }
 
+  // The state the append folds its entries into, read before they are written.
+  Result<StateText> state = cached_state.has_value()
+                                ? Result<StateText>(std::move(*cached_state))
+                                : CurrentState(patient, version, *key, snapshot_version);
+  if (!state.ok()) return state.error();
+
   // Whether an event id is taken in the stream (including this append's entries written so
   // far), and by what type of entry.
   auto find = [this, patient](std::string_view event_id,
@@ -824,6 +1117,7 @@ Result<AppendResult> SqliteEventStore::Impl::ApplyAppend(WriteRequest& request,
   row.idempotency_key = a.idempotency_key;
   row.recorded_at_ms = now_ms;
   std::string found_type;
+  std::string stored;
   for (size_t i = 0; i < entries.size(); ++i) {
     const CheckedEntry& e = entries[i];
     const std::string field = "entries[" + std::to_string(i) + "]";
@@ -854,7 +1148,8 @@ Result<AppendResult> SqliteEventStore::Impl::ApplyAppend(WriteRequest& request,
         row.event_id = AssignedEventId(patient, row.version, attempt);
         if (given_ids.contains(row.event_id)) continue;
       }
-      row.payload = SealPayload(*key, patient, row.version, StoredJson(e, row.event_id));
+      stored = StoredJson(e, row.event_id);
+      row.payload = SealPayload(*key, patient, row.version, stored);
       row.hash = EntryHash(row);
       Use q(insert_entry);
       q.Bind(1, row.position)
@@ -897,8 +1192,21 @@ Result<AppendResult> SqliteEventStore::Impl::ApplyAppend(WriteRequest& request,
     prev_hash = row.hash;
     result.event_ids.push_back(row.event_id);
     result.last_position = row.position;
+    if (auto st = FoldEntry(*state, e.type, stored); !st.ok()) {
+      return Error::Internal("patient " + std::string(patient) + ": " + st.error().message);
+    }
   }
   result.last_version = row.version;
+  // A new snapshot when there is none yet, or once SnapshotInterval entries stand behind it.
+  if (snapshot_version == 0 ||
+      result.last_version - snapshot_version >= SnapshotInterval(*state)) {
+    if (auto st = WriteState(patient, result.last_version, result.last_position,
+                             SealState(*key, patient, result.last_version, *state));
+        !st.ok()) {
+      return st.error();
+    }
+    snapshot_version = result.last_version;
+  }
 
   if (!a.idempotency_key.empty()) {
     Use q(insert_append);
@@ -907,11 +1215,287 @@ Result<AppendResult> SqliteEventStore::Impl::ApplyAppend(WriteRequest& request,
     if (q.Step() != SQLITE_DONE) return SqliteError(db.get(), "recording the idempotency key");
   }
   // Remembered for the next append; forgotten if this request or the batch is rolled back.
-  if (heads.size() >= kMaxCachedHeads) heads.clear();
+  if (heads.size() >= kMaxCachedHeads) ForgetHeads();
   StreamHead& remembered = heads[std::string(patient)];
   remembered.version = result.last_version;
   remembered.hash = prev_hash;
   remembered.key = *key;
+  if (remembered.state.has_value()) {  // cannot be, it was taken above; but keep the count true
+    cached_state_bytes -= StateBytes(*remembered.state);
+    remembered.state.reset();
+  }
+  if (cached_state_bytes + StateBytes(*state) <= kMaxCachedStateBytes) {
+    cached_state_bytes += StateBytes(*state);
+    remembered.state = std::move(*state);
+    remembered.snapshot_version = snapshot_version;
+  }
+  return result;
+}
+
+
+// ---- Projections, in the writer's transaction
+
+// The stream's rows folded afresh, each checked as a read checks it; nullopt when the stream
+// has no entries.
+Result<std::optional<StreamFold>> SqliteEventStore::Impl::FoldFromLog(
+    std::string_view patient, const PatientKey& key, int64_t capture_version, StateText* captured,
+    int64_t* captured_position) {
+  StreamFold fold;
+  EntryRow row;
+  Use q(writer_stream_rows);
+  q.Bind(1, patient);
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    if (auto st = ReadRow(q, row); !st.ok()) {
+      return Error::Internal("patient " + std::string(patient) + ": " + st.error().message);
+    }
+    if (auto st = fold.Next(row, key, read_options); !st.ok()) return st.error();
+    if (captured != nullptr && fold.version() == capture_version) {
+      *captured = fold.state();
+      *captured_position = fold.position();
+    }
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db.get(), "reading a stream");
+  if (fold.version() == 0) return std::optional<StreamFold>();
+  return std::optional<StreamFold>(std::move(fold));
+}
+
+// The state of a stream at `version`, for an append to fold its entries into: the stored
+// snapshot with the entries after it; else (no row, or one that is ahead of the stream or does
+// not open) the stream folded afresh from the log, and `snapshot_version` 0 so that the append
+// writes the row: a damaged row is healed by the next append instead of blocking it.
+Result<StateText> SqliteEventStore::Impl::CurrentState(std::string_view patient, int64_t version,
+                                                       const PatientKey& key,
+                                                       int64_t& snapshot_version) {
+  snapshot_version = 0;
+  if (version == 0) return StateText{};
+  {
+    std::optional<StateText> snapshot;
+    int64_t at = 0;
+    {
+      Use q(find_state);
+      q.Bind(1, patient);
+      const int rc = q.Step();
+      if (rc == SQLITE_ROW && q.Int(0) <= version) {
+        at = q.Int(0);
+        auto opened = OpenState(key, patient, at, q.Blob(1));
+        if (opened.ok()) snapshot = std::move(*opened);
+      } else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        return SqliteError(db.get(), "reading a patient's state");
+      }
+    }
+    if (snapshot.has_value()) {
+      int64_t folded = at;
+      int64_t position = 0;
+      if (FoldTail(tail_rows, db.get(), patient, key, read_options, *snapshot, folded, position)
+              .ok() &&
+          folded == version) {
+        snapshot_version = at;
+        return std::move(*snapshot);
+      }
+    }
+  }
+  auto fold = FoldFromLog(patient, key);
+  if (!fold.ok()) return fold.error();
+  if (!fold->has_value() || (*fold)->version() != version) {
+    return Error::Internal("patient " + std::string(patient) + ": the stream is not at version " +
+                           std::to_string(version) + ", as its head says");
+  }
+  return (*fold)->state();
+}
+
+Status SqliteEventStore::Impl::WriteState(std::string_view patient, int64_t version,
+                                          int64_t position, std::string_view sealed) {
+  Use q(upsert_state);
+  q.Bind(1, patient).Bind(2, version).Bind(3, position).BindBlob(4, sealed);
+  if (q.Step() != SQLITE_DONE) return SqliteError(db.get(), "writing the patient's state");
+  return {};
+}
+
+// Recomputes the batch's state rows from the log inside the writer's transaction, so that the
+// rows compared and rewritten are those the appends of this transaction see. What is compared
+// is the opened state (a sealed row differs every time: its nonce is random).
+Status SqliteEventStore::Impl::ApplyRebuild(RebuildBatch& batch) {
+  RebuildReport& report = batch.report;
+  auto remove = [&](const std::string& patient) -> Status {
+    Use q(delete_state);
+    q.Bind(1, std::string_view(patient));
+    if (q.Step() != SQLITE_DONE) return SqliteError(db.get(), "removing a patient's state");
+    report.removed += sqlite3_changes(db.get());
+    return {};
+  };
+  for (const std::string& patient : batch.patients) {
+    auto key = ReadKey(find_key, patient, db.get());
+    if (!key.ok()) return key.error();
+    if (!key->has_value()) {  // erased: the state went with the key
+      if (auto st = remove(patient); !st.ok()) return st;
+      continue;
+    }
+    // The stored row, if any: a snapshot at its own version, compared with the log folded up to
+    // that version (and at its position).
+    std::optional<int64_t> stored_version;
+    int64_t stored_position = 0;
+    std::string stored_blob;
+    {
+      Use q(find_state);
+      q.Bind(1, std::string_view(patient));
+      const int rc = q.Step();
+      if (rc == SQLITE_ROW) {
+        stored_version = q.Int(0);
+        stored_blob = q.Blob(1);
+        stored_position = q.Int(2);
+      } else if (rc != SQLITE_DONE) {
+        return SqliteError(db.get(), "reading a patient's state");
+      }
+    }
+    StateText at_stored;
+    int64_t position_at_stored = -1;
+    auto fold = FoldFromLog(patient, **key, stored_version.value_or(-1), &at_stored,
+                            &position_at_stored);
+    if (!fold.ok()) return fold.error();
+    if (!fold->has_value()) {  // a stream without entries has no state
+      if (auto st = remove(patient); !st.ok()) return st;
+      continue;
+    }
+    const StreamFold& log = **fold;
+    ++report.patients;
+    report.entries += log.version();
+    bool same = false;
+    if (stored_version.has_value() && *stored_version >= 1 && *stored_version <= log.version() &&
+        stored_position == position_at_stored) {
+      auto stored = OpenState(**key, patient, *stored_version, stored_blob);
+      same = stored.ok() && SameState(*stored, at_stored);
+    }
+    if (same) continue;
+    if (auto st = WriteState(patient, log.version(), log.position(),
+                             SealState(**key, patient, log.version(), log.state()));
+        !st.ok()) {
+      return st;
+    }
+    ++report.repaired;
+  }
+  if (batch.remove_orphans) {
+    Use q(remove_orphan_states);
+    if (q.Step() != SQLITE_DONE) return SqliteError(db.get(), "removing states without a stream");
+    report.removed += sqlite3_changes(db.get());
+  }
+  return {};
+}
+
+// ---- Prepared appends (bulk import)
+
+// A prepared append found its stream already there: the first append's result when its
+// idempotency key was used, else what Append with that expected version answers.
+Result<AppendResult> SqliteEventStore::Impl::ExistingStream(std::string_view patient,
+                                                            const std::string& idempotency_key,
+                                                            int64_t expected_version) {
+  if (!idempotency_key.empty()) {
+    Use q(find_append);
+    q.Bind(1, patient).Bind(2, idempotency_key);
+    const int rc = q.Step();
+    if (rc == SQLITE_ROW) return Replay(patient, q.Int(0), q.Int(1));
+    if (rc != SQLITE_DONE) return SqliteError(db.get(), "looking up an idempotency key");
+  }
+  int64_t version = 0;
+  {
+    Use q(head);
+    q.Bind(1, patient);
+    const int rc = q.Step();
+    if (rc == SQLITE_ROW) {
+      version = q.Int(0);
+    } else if (rc != SQLITE_DONE) {
+      return SqliteError(db.get(), "reading the stream's head");
+    }
+  }
+  auto key = ReadKey(find_key, patient, db.get());
+  if (!key.ok()) return key.error();
+  if (version > 0 && !key->has_value()) {
+    return Error::BadInput(
+        "patient " + std::string(patient) + " was erased; the stream takes no more entries",
+        "patient_id");
+  }
+  return Error::Conflict("patient " + std::string(patient) + ": expected version " +
+                             std::to_string(expected_version) + ", the stream is at version " +
+                             std::to_string(version),
+                         "expected_version");
+}
+
+// Inserts what PrepareRecord made: the work left to the writer is binding and inserting.
+Result<AppendResult> SqliteEventStore::Impl::ApplyPrepared(WriteRequest& request,
+                                                           int64_t& next_position) {
+  const PreparedAppend::Data& p = *request.prepared;
+  const std::string_view patient = p.patient_id;
+  if (p.rows.empty()) return Error::Internal("a prepared append without entries");
+  int rc;
+  {
+    Use q(insert_stream);
+    q.Bind(1, patient).Bind(2, p.recorded_at_ms);
+    rc = q.Step();
+    if (rc != SQLITE_DONE) rc = sqlite3_extended_errcode(db.get());
+  }
+  if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) return ExistingStream(patient, p.idempotency_key, 0);
+  if (rc != SQLITE_DONE) return SqliteError(db.get(), "creating the stream");
+  request.wrote = true;
+  {
+    Use q(insert_key);
+    q.Bind(1, patient).BindBlob(2, p.key.bytes()).Bind(3, p.recorded_at_ms);
+    if (q.Step() != SQLITE_DONE) return SqliteError(db.get(), "storing the patient's key");
+  }
+  AppendResult result;
+  result.first_version = 1;
+  result.event_ids.reserve(p.rows.size());
+  // Rows go kRowsPerInsert to a statement while that many are left, then one at a time: one
+  // statement's fixed costs shared by many rows.
+  auto bind_row = [&](Use& q, int base, const PreparedRow& row, int64_t position) {
+    q.Bind(base + 1, position)
+        .Bind(base + 2, patient)
+        .Bind(base + 3, row.version)
+        .Bind(base + 4, row.event_id)
+        .Bind(base + 5, row.type)
+        .BindBlob(base + 6, row.payload)
+        .Bind(base + 7, p.recorded_at_ms)
+        .Bind(base + 8, p.actor.id)
+        .Bind(base + 9, p.actor.role)
+        .Bind(base + 10, p.actor.source);
+    if (p.idempotency_key.empty()) {
+      q.BindNull(base + 11);
+    } else {
+      q.Bind(base + 11, p.idempotency_key);
+    }
+    q.BindBlob(base + 12, row.prev_hash).BindBlob(base + 13, row.hash);
+  };
+  size_t i = 0;
+  while (i < p.rows.size()) {
+    const bool many = p.rows.size() - i >= static_cast<size_t>(kRowsPerInsert);
+    const size_t n = many ? static_cast<size_t>(kRowsPerInsert) : 1;
+    Use q(many ? insert_entries : insert_entry);
+    for (size_t k = 0; k < n; ++k) {
+      bind_row(q, 13 * static_cast<int>(k), p.rows[i + k], next_position + static_cast<int64_t>(k));
+    }
+    if (q.Step() != SQLITE_DONE) {
+      return SqliteError(db.get(), "writing entries[" + std::to_string(i) + "]");
+    }
+    for (size_t k = 0; k < n; ++k) result.event_ids.push_back(p.rows[i + k].event_id);
+    next_position += static_cast<int64_t>(n);
+    i += n;
+  }
+  result.last_position = next_position - 1;
+  result.last_version = p.rows.back().version;
+  if (!p.idempotency_key.empty()) {
+    Use q(insert_append);
+    q.Bind(1, patient).Bind(2, p.idempotency_key).Bind(3, result.first_version);
+    q.Bind(4, result.last_version);
+    if (q.Step() != SQLITE_DONE) return SqliteError(db.get(), "recording the idempotency key");
+  }
+  if (auto st = WriteState(patient, result.last_version, result.last_position, p.sealed_state);
+      !st.ok()) {
+    return st.error();
+  }
+  if (heads.size() >= kMaxCachedHeads) ForgetHeads();
+  StreamHead& remembered = heads[std::string(patient)];
+  remembered.version = result.last_version;
+  remembered.hash = p.rows.back().hash;
+  remembered.key = p.key;
   return result;
 }
 
@@ -936,11 +1520,20 @@ Status SqliteEventStore::Impl::ApplyErase(WriteRequest& request) {
     q.Bind(5, NowMs());
     if (q.Step() != SQLITE_DONE) return SqliteError(db.get(), "recording the erasure");
   }
-  Use q(delete_key);
+  {
+    Use q(delete_key);
+    q.Bind(1, patient);
+    if (q.Step() != SQLITE_DONE) return SqliteError(db.get(), "destroying the patient's key");
+  }
+  // The state is sealed under the key and unreadable without it; it goes too.
+  Use q(delete_state);
   q.Bind(1, patient);
-  if (q.Step() != SQLITE_DONE) return SqliteError(db.get(), "destroying the patient's key");
+  if (q.Step() != SQLITE_DONE) return SqliteError(db.get(), "removing the patient's state");
   request.erased = true;
-  heads.erase(std::string(patient));
+  if (auto cached = heads.find(patient); cached != heads.end()) {
+    if (cached->second.state.has_value()) cached_state_bytes -= StateBytes(*cached->second.state);
+    heads.erase(cached);
+  }
   return {};
 }
 
@@ -986,10 +1579,28 @@ Result<std::unique_ptr<Reader>> SqliteEventStore::Impl::AcquireReader() {
   reader->db = std::move(*connection);
   if (auto st = reader->db.Exec("PRAGMA query_only = ON"); !st.ok()) return fail(st.error());
   const std::string columns = kEntryColumns;
+  const std::string tuning = "PRAGMA cache_size = -" + std::to_string(options.cache_size_kib) +
+                             "; PRAGMA mmap_size = " + std::to_string(options.mmap_size_bytes);
+  if (auto st = reader->db.Exec(tuning.c_str()); !st.ok()) return fail(st.error());
   auto st = PrepareAll(
       reader->db.get(),
       {
+          {&reader->begin, "BEGIN"},
+          {&reader->rollback, "ROLLBACK"},
           {&reader->key, "SELECT key FROM patient_keys WHERE patient_id = ?1"},
+          {&reader->state,
+           "SELECT version, position, state FROM patient_state WHERE patient_id = ?1"},
+          {&reader->head,
+           "SELECT version, position FROM entries WHERE patient_id = ?1 "
+           "ORDER BY version DESC LIMIT 1"},
+          {&reader->tail_rows,
+           "SELECT " + columns +
+               " FROM entries WHERE patient_id = ?1 AND version > ?2 ORDER BY version"},
+          {&reader->stream_starts,
+           "SELECT position, patient_id FROM entries WHERE version = 1 AND position > ?1 "
+           "ORDER BY position LIMIT ?2"},
+          {&reader->stream_page,
+           "SELECT patient_id FROM streams WHERE patient_id > ?1 ORDER BY patient_id LIMIT ?2"},
           {&reader->stream_rows,
            "SELECT " + columns + " FROM entries WHERE patient_id = ?1 ORDER BY version"},
           {&reader->rows_after,
@@ -1036,8 +1647,13 @@ Result<std::unique_ptr<SqliteEventStore>> SqliteEventStore::Open(const std::stri
   if (!db.ok()) return db.error();
   impl->db = std::move(*db);
   if (auto st = ConfigureWriter(impl->db); !st.ok()) return st.error();
-  if (auto st = Migrate(impl->db, path); !st.ok()) return st.error();
+  if (auto st = Migrate(impl->db, path, impl->read_options); !st.ok()) return st.error();
   if (auto st = impl->PrepareWriter(); !st.ok()) return st.error();
+  // temp_store = MEMORY: each request's savepoint keeps the pages it changes in a statement
+  // journal, which would otherwise go to a temporary file, a write call per page.
+  const std::string tuning = "PRAGMA cache_size = -" + std::to_string(options.cache_size_kib) +
+                             "; PRAGMA temp_store = MEMORY";
+  if (auto st = impl->db.Exec(tuning.c_str()); !st.ok()) return st.error();
   Impl* raw = impl.get();
   impl->writer = std::thread([raw] {
     pthread_setname_np(pthread_self(), "isoguard-writer");  // for top, perf, gdb
@@ -1062,14 +1678,14 @@ Status SqliteEventStore::ErasePatient(const std::string& patient_id, const Actor
   r.erase_patient = patient_id;
   r.erase_actor = &actor;
   impl_->Submit(r);
-  return r.erase_status;
+  return r.status;
 }
 
 Result<Stream> SqliteEventStore::ReadStream(const std::string& patient_id) {
   auto acquired = impl_->AcquireReader();
   if (!acquired.ok()) return acquired.error();
   ReaderLease reader(*impl_, std::move(*acquired));
-  ReadTransaction txn(reader->db);
+  ReadTransaction txn(reader->db, reader->begin, reader->rollback);
   if (auto st = txn.Begin(); !st.ok()) return st.error();
 
   auto key = ReadKey(reader->key, patient_id, reader->db.get());
@@ -1100,7 +1716,7 @@ Result<std::vector<StoredEntry>> SqliteEventStore::ReadAll(int64_t after, size_t
   auto acquired = impl_->AcquireReader();
   if (!acquired.ok()) return acquired.error();
   ReaderLease reader(*impl_, std::move(*acquired));
-  ReadTransaction txn(reader->db);
+  ReadTransaction txn(reader->db, reader->begin, reader->rollback);
   if (auto st = txn.Begin(); !st.ok()) return st.error();
 
   std::unordered_map<std::string, std::optional<PatientKey>> keys;
@@ -1135,7 +1751,7 @@ Result<VerifyReport> SqliteEventStore::Verify() {
   auto acquired = impl_->AcquireReader();
   if (!acquired.ok()) return acquired.error();
   ReaderLease reader(*impl_, std::move(*acquired));
-  ReadTransaction txn(reader->db);
+  ReadTransaction txn(reader->db, reader->begin, reader->rollback);
   if (auto st = txn.Begin(); !st.ok()) return st.error();
   sqlite3* db = reader->db.get();
 
@@ -1231,6 +1847,262 @@ Status SqliteEventStore::Backup(const std::string& path) {
   if (auto st = SyncPath(partial, false); !st.ok()) return st;
   fs::rename(partial, path, ec);
   if (ec) return Error::Internal("cannot rename " + partial + " to " + path + ": " + ec.message());
+  fs::path dir = fs::path(path).parent_path();
+  return SyncPath(dir.empty() ? std::string(".") : dir.string(), true);
+}
+
+Result<PatientState> SqliteEventStore::ReadState(const std::string& patient_id) {
+  if (patient_id.size() > kMaxPatientIdBytes) {
+    return Error::BadInput("is " + std::to_string(patient_id.size()) + " bytes; at most " +
+                               std::to_string(kMaxPatientIdBytes) + " are allowed",
+                           "patient_id");
+  }
+  auto acquired = impl_->AcquireReader();
+  if (!acquired.ok()) return acquired.error();
+  ReaderLease reader(*impl_, std::move(*acquired));
+  ReadTransaction txn(reader->db, reader->begin, reader->rollback);
+  if (auto st = txn.Begin(); !st.ok()) return st.error();
+  sqlite3* db = reader->db.get();
+
+  PatientState out;
+  out.patient_id = patient_id;
+  int64_t head_version = 0;
+  int64_t head_position = 0;
+  {
+    Use q(reader->head);
+    q.Bind(1, std::string_view(patient_id));
+    const int rc = q.Step();
+    if (rc == SQLITE_ROW) {
+      head_version = q.Int(0);
+      head_position = q.Int(1);
+    } else if (rc != SQLITE_DONE) {
+      return SqliteError(db, "reading the stream's head");
+    }
+  }
+  if (head_version == 0) return out;  // no such patient
+  auto key = ReadKey(reader->key, patient_id, db);
+  if (!key.ok()) return key.error();
+  if (!key->has_value()) {
+    out.erased = true;
+    out.version = head_version;
+    out.position = head_position;
+    return out;
+  }
+  const std::string damaged = "patient " + patient_id + ": ";
+  const std::string remedy = " (`isoguard rebuild` recomputes it from the log)";
+  Use q(reader->state);
+  q.Bind(1, std::string_view(patient_id));
+  const int rc = q.Step();
+  if (rc == SQLITE_DONE) return Error::Internal(damaged + "the state is missing" + remedy);
+  if (rc != SQLITE_ROW) return SqliteError(db, "reading a patient's state");
+  int64_t version = q.Int(0);
+  int64_t position = q.Int(1);
+  if (version > head_version || (version == head_version && position != head_position)) {
+    return Error::Internal(damaged + "the state is at version " + std::to_string(version) +
+                           ", the stream at version " + std::to_string(head_version) + remedy);
+  }
+  auto state = OpenState(**key, patient_id, version, q.Blob(2));
+  if (!state.ok()) return Error::Internal(damaged + state.error().message + remedy);
+  // The entries after the snapshot.
+  if (version < head_version) {
+    if (auto st = FoldTail(reader->tail_rows, db, patient_id, **key, impl_->read_options, *state,
+                           version, position);
+        !st.ok()) {
+      return Error::Internal(st.error().message);
+    }
+    if (version != head_version || position != head_position) {
+      return Error::Internal(damaged + "the stream's newest entries end at version " +
+                             std::to_string(version) + ", its head is at version " +
+                             std::to_string(head_version));
+    }
+  }
+  auto record = StateRecordJson(*state);
+  if (!record.ok()) return Error::Internal(damaged + "the state has no patient object" + remedy);
+  out.version = version;
+  out.position = position;
+  out.record_json = std::move(*record);
+  return out;
+}
+
+Result<std::vector<SqliteEventStore::StreamStart>> SqliteEventStore::ListStreams(
+    int64_t after_position, size_t limit) {
+  std::vector<StreamStart> out;
+  limit = std::min(limit, kMaxReadAllEntries);
+  if (limit == 0) return out;
+  auto acquired = impl_->AcquireReader();
+  if (!acquired.ok()) return acquired.error();
+  ReaderLease reader(*impl_, std::move(*acquired));
+  Use q(reader->stream_starts);
+  q.Bind(1, after_position).Bind(2, static_cast<int64_t>(limit));
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) out.push_back(StreamStart{q.Int(0), std::string(q.Text(1))});
+  if (rc != SQLITE_DONE) return SqliteError(reader->db.get(), "listing the streams");
+  return out;
+}
+
+Result<RebuildReport> SqliteEventStore::RebuildProjections() {
+  const size_t per_batch = std::max<size_t>(impl_->options.max_rebuild_patients, 1);
+  RebuildReport total;
+  std::string after;  // patient ids are never empty: "" comes before every one
+  for (;;) {
+    RebuildBatch batch;
+    {
+      auto acquired = impl_->AcquireReader();
+      if (!acquired.ok()) return acquired.error();
+      ReaderLease reader(*impl_, std::move(*acquired));
+      Use q(reader->stream_page);
+      q.Bind(1, std::string_view(after)).Bind(2, static_cast<int64_t>(per_batch));
+      int rc;
+      while ((rc = q.Step()) == SQLITE_ROW) batch.patients.emplace_back(q.Text(0));
+      if (rc != SQLITE_DONE) return SqliteError(reader->db.get(), "listing the streams");
+    }
+    batch.remove_orphans = batch.patients.size() < per_batch;
+    WriteRequest r;
+    r.rebuild = &batch;
+    impl_->Submit(r);
+    if (!r.status.ok()) return r.status.error();
+    total.patients += batch.report.patients;
+    total.entries += batch.report.entries;
+    total.repaired += batch.report.repaired;
+    total.removed += batch.report.removed;
+    if (batch.remove_orphans) return total;
+    after = batch.patients.back();
+  }
+}
+
+std::vector<Result<AppendResult>> SqliteEventStore::AppendPrepared(
+    std::vector<PreparedAppend>& appends) {
+  std::vector<WriteRequest> requests;
+  requests.reserve(appends.size());
+  for (PreparedAppend& a : appends) {
+    if (a.valid()) requests.emplace_back().prepared = &a.data();
+  }
+  impl_->SubmitAll(requests);
+  std::vector<Result<AppendResult>> results;
+  results.reserve(appends.size());
+  size_t next = 0;
+  for (PreparedAppend& a : appends) {
+    if (!a.valid()) {
+      results.push_back(Error::Internal("a prepared append was used already (moved from)"));
+      continue;
+    }
+    results.push_back(std::move(requests[next++].append_result));
+  }
+  return results;
+}
+
+PreparedAppend::PreparedAppend() : data_(std::make_unique<Data>()) {}
+PreparedAppend::PreparedAppend(std::unique_ptr<Data> data) : data_(std::move(data)) {}
+PreparedAppend::~PreparedAppend() = default;
+PreparedAppend::PreparedAppend(PreparedAppend&&) noexcept = default;
+PreparedAppend& PreparedAppend::operator=(PreparedAppend&&) noexcept = default;
+const std::string& PreparedAppend::patient_id() const {
+  static const std::string kNone;
+  return data_ != nullptr ? data_->patient_id : kNone;
+}
+size_t PreparedAppend::entry_count() const { return data_ != nullptr ? data_->rows.size() : 0; }
+
+Status SqliteEventStore::Restore(const std::string& backup_path, const std::string& path,
+                                 const SqliteOptions& options) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const auto holds_data = [&ec](const std::string& file) {
+    return fs::exists(file, ec) && (!fs::is_regular_file(file, ec) || fs::file_size(file, ec) > 0);
+  };
+  if (holds_data(path)) {
+    return Error::BadInput("already holds data; a restore never overwrites (restore into a new "
+                           "path, or move the file away first)",
+                           "db");
+  }
+  if (holds_data(path + "-wal")) {
+    return Error::BadInput("a write-ahead log " + path + "-wal is there without its database; "
+                           "move it away before restoring",
+                           "db");
+  }
+  if (!fs::is_regular_file(backup_path, ec)) {
+    return Error::BadInput("no backup file at '" + backup_path + "'", "backup");
+  }
+  // The backup is opened read-only: restoring must not change it.
+  sqlite3* source = nullptr;
+  const int open_rc = sqlite3_open_v2(backup_path.c_str(), &source,
+                                      SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
+  auto close_source = [&source] { sqlite3_close_v2(source); };
+  if (open_rc != SQLITE_OK) {
+    const std::string message = source != nullptr ? sqlite3_errmsg(source) : "cannot open";
+    close_source();
+    return Error::BadInput("cannot open the backup: " + message, "backup");
+  }
+  sqlite3_busy_timeout(source, options.busy_timeout_ms);
+  int64_t application_id = -1;
+  int64_t version = -1;
+  {
+    sqlite3_stmt* stmt = nullptr;
+    for (const char* pragma : {"PRAGMA application_id", "PRAGMA user_version"}) {
+      int64_t value = -1;
+      if (sqlite3_prepare_v2(source, pragma, -1, &stmt, nullptr) == SQLITE_OK &&
+          sqlite3_step(stmt) == SQLITE_ROW) {
+        value = sqlite3_column_int64(stmt, 0);
+      }
+      sqlite3_finalize(stmt);
+      stmt = nullptr;
+      (application_id == -1 ? application_id : version) = value;
+    }
+  }
+  if (application_id != kSqliteApplicationId || version < 1) {
+    close_source();
+    return Error::BadInput("'" + backup_path + "' is not a backup of an isoguard event store",
+                           "backup");
+  }
+  if (version > kSqliteSchemaVersion) {
+    close_source();
+    return Error::BadInput("the backup has schema version " + std::to_string(version) +
+                               ", newer than this build's " +
+                               std::to_string(kSqliteSchemaVersion),
+                           "backup");
+  }
+
+  // Copied under a temporary name in the target's directory, synced, then renamed: a restore
+  // that fails half-way leaves nothing at `path`.
+  const std::string partial = path + ".restore-partial";
+  fs::remove(partial, ec);
+  auto discard = [&partial] {
+    std::error_code ignored;
+    fs::remove(partial, ignored);
+    fs::remove(partial + "-journal", ignored);
+  };
+  {
+    auto dest = Connection::Open(partial, true, options.busy_timeout_ms);
+    if (!dest.ok()) {
+      close_source();
+      discard();
+      return dest.error();
+    }
+    sqlite3_backup* backup = sqlite3_backup_init(dest->get(), "main", source, "main");
+    if (backup == nullptr) {
+      Error error = SqliteError(dest->get(), "starting the restore");
+      close_source();
+      discard();
+      return error;
+    }
+    const int rc = sqlite3_backup_step(backup, -1);
+    sqlite3_backup_finish(backup);
+    if (rc != SQLITE_DONE) {
+      Error error = SqliteError(dest->get(), "copying the backup");
+      close_source();
+      discard();
+      return error;
+    }
+  }
+  close_source();
+  if (auto st = SyncPath(partial, false); !st.ok()) {
+    discard();
+    return st;
+  }
+  fs::rename(partial, path, ec);
+  if (ec) {
+    discard();
+    return Error::Internal("cannot rename " + partial + " to " + path + ": " + ec.message());
+  }
   fs::path dir = fs::path(path).parent_path();
   return SyncPath(dir.empty() ? std::string(".") : dir.string(), true);
 }

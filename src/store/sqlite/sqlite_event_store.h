@@ -6,8 +6,19 @@
 // commits whatever has queued up in one transaction (group commit: one fsync for the batch),
 // each request inside its own savepoint so that a failing one is rolled back alone. A caller
 // returns only after the commit that holds its request. The queue is bounded; callers wait for
-// room. Reads (ReadStream, ReadAll, Verify, Backup) use a small pool of reader connections,
-// each read in one transaction (a consistent snapshot); WAL lets them run beside the writer.
+// room. Reads (ReadStream, ReadState, ReadAll, Verify, Backup) use a small pool of reader
+// connections, each read in one transaction (a consistent snapshot); WAL lets them run beside
+// the writer.
+//
+// Projections: each append folds its entries into the patient's state row (projection.h) in
+// the same savepoint, so a reader never sees a state behind the log. RebuildProjections
+// recomputes the rows from the log in batches of patients, each batch one write transaction
+// of the writer (appends interleave between batches).
+//
+// Bulk import: PrepareRecord turns a record of the contract format into the first append of a
+// new stream on the calling thread -- the record checked once with the engine's parser, its
+// entries sealed and hashed, its state folded and sealed -- so that the writer only inserts
+// rows. AppendPrepared submits many at once, to be committed in large transactions.
 //
 // Schema: versioned migrations run on open inside one transaction; PRAGMA user_version holds
 // the version and application_id marks the file as isoguard's. A database whose version is
@@ -27,6 +38,8 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "store/event_store.h"
 
@@ -35,7 +48,8 @@ namespace isoguard::store {
 // The schema version this build creates and understands.
 //   1: streams, entries, patient_keys, appends (idempotency).
 //   2: audit (erasures), and the rule that a key is deleted only with its erasure recorded.
-inline constexpr int kSqliteSchemaVersion = 2;
+//   3: patient_state (projections), built for the existing streams by the migration.
+inline constexpr int kSqliteSchemaVersion = 3;
 // PRAGMA application_id of an isoguard database: "ISOG".
 inline constexpr int kSqliteApplicationId = 0x49534F47;
 
@@ -44,8 +58,42 @@ struct SqliteOptions {
   int busy_timeout_ms = 10000;        // waiting for another process's write lock
   size_t max_queued_requests = 1024;  // appends and erasures waiting for the writer
   size_t max_batch_requests = 1024;   // requests committed in one transaction
-  size_t max_batch_entries = 20000;   // entries in one transaction (a larger request goes alone)
+  size_t max_batch_entries = 65536;   // entries in one transaction (a larger request goes alone)
   size_t max_readers = 16;            // reader connections; more readers wait for one
+  // SQLite's page cache per connection (PRAGMA cache_size) and memory-mapped reads
+  // (PRAGMA mmap_size): reads of a large store then copy pages from the OS cache rather than
+  // issue a read call each.
+  int64_t cache_size_kib = 64 * 1024;
+  int64_t mmap_size_bytes = int64_t{16} << 30;
+  size_t max_rebuild_patients = 128;  // patients rebuilt in one write transaction
+};
+
+// The first append of a new stream, prepared by SqliteEventStore::PrepareRecord: checked,
+// sealed, hashed and its state folded, waiting only to be inserted. Move-only.
+class PreparedAppend {
+ public:
+  struct Data;
+  PreparedAppend();
+  explicit PreparedAppend(std::unique_ptr<Data> data);
+  ~PreparedAppend();
+  PreparedAppend(PreparedAppend&&) noexcept;
+  PreparedAppend& operator=(PreparedAppend&&) noexcept;
+
+  const std::string& patient_id() const;  // empty once moved from
+  size_t entry_count() const;
+  bool valid() const { return data_ != nullptr; }  // false once moved from
+  Data& data() const { return *data_; }
+
+ private:
+  std::unique_ptr<Data> data_;
+};
+
+// What PrepareRecord makes of a record: the stream's actor and the idempotency key, which is
+// `idempotency_key_prefix` followed by the patient id ("import:" -> "import:p-17").
+struct RecordAppendOptions {
+  Actor actor;
+  std::string idempotency_key_prefix;
+  ParseOptions parse;
 };
 
 class SqliteEventStore final : public EventStore {
@@ -58,9 +106,42 @@ class SqliteEventStore final : public EventStore {
   SqliteEventStore(const SqliteEventStore&) = delete;
   SqliteEventStore& operator=(const SqliteEventStore&) = delete;
 
+  // Brings the backup at `backup_path` (a database file written by Backup) back as the
+  // database at `path`: kBadInput (field "db") when `path` already holds data, (field
+  // "backup") when the backup is missing or not an isoguard database. The copy is written
+  // beside `path` and renamed into place once complete and synced, so a failed restore leaves
+  // nothing behind. The caller then opens the store (running migrations) and verifies it.
+  static Status Restore(const std::string& backup_path, const std::string& path,
+                        const SqliteOptions& options);
+
+  // A record of the contract format (one line of an import) as the first append of its
+  // patient's stream: expected version 0, the patient entry (the record's patient object with
+  // "type": "patient") then the events in file order. The record is checked once, exactly as
+  // Append would check those entries (errors name the record's fields, "events[3].kg", as the
+  // record parser does); the store's limits apply as to Append. Work of the calling thread
+  // only: thread-safe, and needs no store.
+  static Result<PreparedAppend> PrepareRecord(std::string_view record_json,
+                                              const RecordAppendOptions& options);
+  // Appends prepared streams; results in order, each as Append's. Each is all-or-nothing on
+  // its own (one failing does not fail the others), and all are durable when this returns. A
+  // stream that exists already is replayed when the idempotency key is the same, else a
+  // kConflict as for Append with expected version 0.
+  std::vector<Result<AppendResult>> AppendPrepared(std::vector<PreparedAppend>& appends);
+
+  // The streams in the order they began (the position of each one's first entry), those
+  // that began after `after_position`, at most min(limit, kMaxReadAllEntries): what export
+  // walks, without reading the entries' payloads.
+  struct StreamStart {
+    int64_t position = 0;
+    std::string patient_id;
+  };
+  Result<std::vector<StreamStart>> ListStreams(int64_t after_position, size_t limit);
+
   Result<AppendResult> Append(const AppendRequest& request) override;
   Result<Stream> ReadStream(const std::string& patient_id) override;
   Result<std::vector<StoredEntry>> ReadAll(int64_t after, size_t limit) override;
+  Result<PatientState> ReadState(const std::string& patient_id) override;
+  Result<RebuildReport> RebuildProjections() override;
   Result<VerifyReport> Verify() override;
   Status ErasePatient(const std::string& patient_id, const Actor& actor) override;
   Status Backup(const std::string& path) override;

@@ -1,0 +1,265 @@
+// The PostgreSQL backend under load: durable appends with concurrent writers, and a patient's
+// state read and evaluated. Registered only when ISOGUARD_BENCH_PG_URL names a server (a
+// throwaway cluster from scripts/pg-test-cluster; the commands are in docs/scaling.md), so
+// `make bench` without one runs the other benchmarks as before.
+//
+// - BM_PostgresAppend/W/E: as BM_StoreAppend of the SQLite store (store_bench.cpp): W writer
+//   threads, each appending to its own patient's stream with an expected version, E events per
+//   append, each acknowledged only after the commit that holds it (synchronous_commit on).
+//   Each iteration runs on a fresh database on the same server, dropped afterwards.
+// - BM_PostgresReadAndEvaluate/how: on the store that the URL's own database holds (an
+//   imported synthetic cohort), one patient at random at a time: `state` reads the projection
+//   row (ReadState), `stream` reads and decrypts the stream (ReadStream) and assembles the
+//   record; then the record is parsed and evaluated. p50/p99 over the samples, in
+//   microseconds, as counters. Skipped when that database holds no store.
+#include <benchmark/benchmark.h>
+#include <libpq-fe.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/json.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <iostream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "domain/record_parser.h"
+#include "rules/evaluate.h"
+#include "rules/rulebook_loader.h"
+#include "store/event_store.h"
+
+namespace isoguard::store {
+namespace {
+
+constexpr int kAppendsPerWriter = 400;
+constexpr int kReadSamples = 2000;
+
+[[noreturn]] void Die(const std::string& message) {
+  std::cerr << "isoguard_bench: " << message << "\n";
+  std::exit(1);
+}
+
+std::string BenchUrl() {
+  const char* url = std::getenv("ISOGUARD_BENCH_PG_URL");
+  return url == nullptr ? std::string() : std::string(url);
+}
+
+std::string WithDatabase(const std::string& url, const std::string& database) {
+  const size_t authority = url.find("://");
+  const size_t path = url.find('/', authority == std::string::npos ? 0 : authority + 3);
+  const size_t query = url.find('?', path == std::string::npos ? 0 : path);
+  const std::string head = path == std::string::npos ? url.substr(0, query) : url.substr(0, path);
+  const std::string tail = query == std::string::npos ? "" : url.substr(query);
+  return head + "/" + database + tail;
+}
+
+// Runs one statement on the URL's database; its first value ("" when none).
+std::string Sql(const std::string& url, const std::string& sql) {
+  PGconn* c = PQconnectdb(url.c_str());
+  if (PQstatus(c) != CONNECTION_OK) Die(std::string("cannot connect: ") + PQerrorMessage(c));
+  PGresult* r = PQexec(c, sql.c_str());
+  const ExecStatusType status = PQresultStatus(r);
+  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+    Die(std::string(PQresultErrorMessage(r)) + " in: " + sql);
+  }
+  std::string out = PQntuples(r) > 0 && PQnfields(r) > 0 ? PQgetvalue(r, 0, 0) : "";
+  PQclear(r);
+  PQfinish(c);
+  return out;
+}
+
+// A database of its own for one iteration, dropped afterwards.
+class BenchDatabase {
+ public:
+  BenchDatabase() {
+    static int counter = 0;
+    name_ = "isoguard_bench_" + std::to_string(::getpid()) + "_" + std::to_string(counter++);
+    Sql(BenchUrl(), "CREATE DATABASE " + name_);
+  }
+  ~BenchDatabase() { Sql(BenchUrl(), "DROP DATABASE IF EXISTS " + name_ + " WITH (FORCE)"); }
+  std::string url() const { return WithDatabase(BenchUrl(), name_); }
+
+ private:
+  std::string name_;
+};
+
+std::string WeightEvent(int i) {
+  return R"({"type": "weight", "at": "2026-09-01T10:00:00-04:00", "kg": )" +
+         std::to_string(50 + i % 40) + "}";
+}
+std::string PatientHeader(const std::string& id) {
+  return R"({"type": "patient", "id": ")" + id +
+         R"(", "birth_date": "2000-05-14", "jurisdiction": "US", "category": "can_get_pregnant"})";
+}
+
+void BM_PostgresAppend(benchmark::State& state) {
+  const int writers = static_cast<int>(state.range(0));
+  const int events_per_append = static_cast<int>(state.range(1));
+  int64_t events = 0;
+  for (auto _ : state) {
+    BenchDatabase db;
+    auto opened = OpenEventStore(db.url());
+    if (!opened.ok()) Die(opened.error().ToString());
+    EventStore& store = **opened;
+    for (int w = 0; w < writers; ++w) {
+      AppendRequest create;
+      create.patient_id = "bench-" + std::to_string(w);
+      create.expected_version = 0;
+      create.entries = {PatientHeader(create.patient_id)};
+      create.actor = Actor{"bench", "system", "bench"};
+      if (auto r = store.Append(create); !r.ok()) Die(r.error().ToString());
+    }
+    std::atomic<bool> failed{false};
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<std::thread> threads;
+    for (int w = 0; w < writers; ++w) {
+      threads.emplace_back([&, w] {
+        AppendRequest request;
+        request.patient_id = "bench-" + std::to_string(w);
+        request.actor = Actor{"bench", "system", "bench"};
+        int64_t version = 1;
+        for (int i = 0; i < kAppendsPerWriter; ++i) {
+          request.expected_version = version;
+          request.entries.clear();
+          for (int e = 0; e < events_per_append; ++e) request.entries.push_back(WeightEvent(i + e));
+          auto r = store.Append(request);
+          if (!r.ok()) {
+            std::cerr << r.error().ToString() << "\n";
+            failed = true;
+            return;
+          }
+          version = r->last_version;
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+    if (failed) Die("an append failed");
+    state.SetIterationTime(elapsed.count());
+    events += int64_t{writers} * kAppendsPerWriter * events_per_append;
+    opened->reset();
+  }
+  state.counters["events_per_s"] =
+      benchmark::Counter(static_cast<double>(events), benchmark::Counter::kIsRate);
+}
+
+// The record a stream holds: the latest patient entry (without "type") and the events.
+std::string RecordOf(const Stream& stream) {
+  std::string patient;
+  std::string events;
+  for (const StoredEntry& e : stream.entries) {
+    if (e.type == kPatientEntryType) {
+      boost::json::value v = boost::json::parse(e.json);
+      v.as_object().erase("type");
+      patient = boost::json::serialize(v);
+    } else {
+      if (!events.empty()) events.push_back(',');
+      events += e.json;
+    }
+  }
+  return R"({"patient":)" + patient + R"(,"events":[)" + events + "]}";
+}
+
+void BM_PostgresReadAndEvaluate(benchmark::State& state) {
+  const bool from_state = state.range(0) == 0;
+  const std::string url = BenchUrl();
+  if (Sql(url, "SELECT to_regclass('isoguard.streams') IS NOT NULL") != "t") {
+    state.SkipWithError("the database of ISOGUARD_BENCH_PG_URL holds no store (import a cohort)");
+    return;
+  }
+  // Patients picked at random (fixed seed), their ids read once.
+  std::vector<std::string> patients;
+  {
+    PGconn* c = PQconnectdb(url.c_str());
+    PGresult* r = PQexec(c,
+                         "SELECT patient_id FROM isoguard.streams WHERE patient_id IN (SELECT "
+                         "patient_id FROM isoguard.patient_keys) ORDER BY md5(patient_id) LIMIT "
+                         "5000");
+    for (int i = 0; i < PQntuples(r); ++i) patients.emplace_back(PQgetvalue(r, i, 0));
+    PQclear(r);
+    PQfinish(c);
+  }
+  if (patients.empty()) {
+    state.SkipWithError("the store holds no patients");
+    return;
+  }
+  auto rulebook = LoadRulebook(ISOGUARD_SOURCE_DIR);
+  if (!rulebook.ok()) Die(rulebook.error().ToString());
+  ParseOptions parse;
+  const Rulebook* rb = &*rulebook;
+  parse.is_known_program = [rb](std::string_view id) { return rb->FindProgram(id) != nullptr; };
+  StoreOptions store_options;
+  store_options.parse = parse;
+  auto opened = OpenEventStore(url, store_options);
+  if (!opened.ok()) Die(opened.error().ToString());
+  EventStore& store = **opened;
+  EvaluateOptions evaluate;
+  evaluate.at = ParseOffsetTime("2026-11-01T12:00:00Z").value().instant;
+
+  std::vector<double> latencies_us;
+  std::mt19937 rng(1);
+  int64_t events = 0;
+  for (auto _ : state) {
+    latencies_us.clear();
+    for (int i = 0; i < kReadSamples; ++i) {
+      const std::string& patient = patients[rng() % patients.size()];
+      const auto start = std::chrono::steady_clock::now();
+      std::string record_json;
+      if (from_state) {
+        auto s = store.ReadState(patient);
+        if (!s.ok()) Die(s.error().ToString());
+        record_json = std::move(s->record_json);
+      } else {
+        auto s = store.ReadStream(patient);
+        if (!s.ok()) Die(s.error().ToString());
+        record_json = RecordOf(*s);
+      }
+      auto record = ParseRecord(record_json, parse);
+      if (!record.ok()) Die(patient + ": " + record.error().ToString());
+      auto evaluation = Evaluate(*rulebook, *record, evaluate);
+      if (!evaluation.ok()) Die(patient + ": " + evaluation.error().ToString());
+      benchmark::DoNotOptimize(evaluation);
+      const std::chrono::duration<double, std::micro> took =
+          std::chrono::steady_clock::now() - start;
+      latencies_us.push_back(took.count());
+      events += static_cast<int64_t>(record->events.size());
+    }
+  }
+  std::sort(latencies_us.begin(), latencies_us.end());
+  auto at = [&](double q) {
+    return latencies_us[std::min(
+        latencies_us.size() - 1,
+        static_cast<size_t>(q * static_cast<double>(latencies_us.size())))];
+  };
+  state.counters["p50_us"] = at(0.50);
+  state.counters["p99_us"] = at(0.99);
+  state.counters["max_us"] = latencies_us.back();
+  state.counters["events_per_record"] =
+      static_cast<double>(events) / static_cast<double>(state.iterations() * kReadSamples);
+}
+
+// Registered only with a server to run against.
+[[maybe_unused]] const bool kRegistered = [] {
+  if (BenchUrl().empty()) return false;
+  benchmark::RegisterBenchmark("BM_PostgresAppend", BM_PostgresAppend)
+      ->ArgNames({"writers", "events"})
+      ->Args({16, 1})
+      ->Args({16, 4})
+      ->Args({1, 1})
+      ->UseManualTime()
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("BM_PostgresReadAndEvaluate", BM_PostgresReadAndEvaluate)
+      ->ArgName("from_stream")
+      ->Arg(0)
+      ->Arg(1)
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  return true;
+}();
+
+}  // namespace
+}  // namespace isoguard::store
