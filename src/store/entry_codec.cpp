@@ -419,46 +419,54 @@ Result<PatientKey> PatientKey::FromBytes(std::string_view bytes) {
   return key;
 }
 
-std::string SealPayload(const PatientKey& key, std::string_view patient_id, int64_t version,
+std::string SealWithKey(const PatientKey& key, uint8_t format, std::string_view associated_data,
                         std::string_view plaintext) {
   EnsureSodium();
-  const std::string& ad = AssociatedData(patient_id, version);
   std::string out(1 + kNonceBytes + plaintext.size() + kTagBytes, '\0');
   auto* bytes = reinterpret_cast<unsigned char*>(out.data());
-  bytes[0] = kPayloadFormat;
+  bytes[0] = format;
   unsigned char* nonce = bytes + 1;
   FreshNonce(nonce);
   unsigned long long written = 0;
   crypto_aead_xchacha20poly1305_ietf_encrypt(
       nonce + kNonceBytes, &written, reinterpret_cast<const unsigned char*>(plaintext.data()),
-      plaintext.size(), reinterpret_cast<const unsigned char*>(ad.data()), ad.size(), nullptr,
-      nonce, key.data());
+      plaintext.size(), reinterpret_cast<const unsigned char*>(associated_data.data()),
+      associated_data.size(), nullptr, nonce, key.data());
   out.resize(1 + kNonceBytes + static_cast<size_t>(written));
   return out;
 }
 
-Result<std::string> OpenPayload(const PatientKey& key, std::string_view patient_id, int64_t version,
-                                std::string_view payload) {
+Result<std::string> OpenWithKey(const PatientKey& key, uint8_t format,
+                                std::string_view associated_data, std::string_view sealed,
+                                std::string_view what) {
   EnsureSodium();
-  if (payload.size() < 1 + kNonceBytes + kTagBytes ||
-      static_cast<uint8_t>(payload[0]) != kPayloadFormat) {
-    return Error::Internal("the payload is not in a format this build knows");
+  if (sealed.size() < 1 + kNonceBytes + kTagBytes || static_cast<uint8_t>(sealed[0]) != format) {
+    return Error::Internal("the " + std::string(what) + " is not in a format this build knows");
   }
-  const std::string& ad = AssociatedData(patient_id, version);
-  const auto* bytes = reinterpret_cast<const unsigned char*>(payload.data());
+  const auto* bytes = reinterpret_cast<const unsigned char*>(sealed.data());
   const unsigned char* nonce = bytes + 1;
   const unsigned char* ciphertext = nonce + kNonceBytes;
-  const size_t ciphertext_bytes = payload.size() - 1 - kNonceBytes;
+  const size_t ciphertext_bytes = sealed.size() - 1 - kNonceBytes;
   std::string plaintext(ciphertext_bytes - kTagBytes, '\0');
   unsigned long long written = 0;
-  if (crypto_aead_xchacha20poly1305_ietf_decrypt(reinterpret_cast<unsigned char*>(plaintext.data()),
-                                                 &written, nullptr, ciphertext, ciphertext_bytes,
-                                                 reinterpret_cast<const unsigned char*>(ad.data()),
-                                                 ad.size(), nonce, key.data()) != 0) {
-    return Error::Internal("the payload does not decrypt with the patient's key");
+  if (crypto_aead_xchacha20poly1305_ietf_decrypt(
+          reinterpret_cast<unsigned char*>(plaintext.data()), &written, nullptr, ciphertext,
+          ciphertext_bytes, reinterpret_cast<const unsigned char*>(associated_data.data()),
+          associated_data.size(), nonce, key.data()) != 0) {
+    return Error::Internal("the " + std::string(what) + " does not decrypt with the patient's key");
   }
   plaintext.resize(static_cast<size_t>(written));
   return plaintext;
+}
+
+std::string SealPayload(const PatientKey& key, std::string_view patient_id, int64_t version,
+                        std::string_view plaintext) {
+  return SealWithKey(key, kPayloadFormat, AssociatedData(patient_id, version), plaintext);
+}
+
+Result<std::string> OpenPayload(const PatientKey& key, std::string_view patient_id, int64_t version,
+                                std::string_view payload) {
+  return OpenWithKey(key, kPayloadFormat, AssociatedData(patient_id, version), payload, "payload");
 }
 
 // ---- The hash chain

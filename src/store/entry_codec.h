@@ -102,6 +102,15 @@ class PatientKey {
 // call to the system's generator refills every 256 nonces, dropped in the child of a fork.
 void FreshNonce(unsigned char* nonce);
 
+// What payloads and states are sealed with: format byte || nonce (24) || XChaCha20-Poly1305 of
+// the plaintext with `associated_data` (16 bytes longer). Opening checks the format byte and
+// fails (kInternal, naming `what`) unless key and associated data are those it was sealed with.
+std::string SealWithKey(const PatientKey& key, uint8_t format, std::string_view associated_data,
+                        std::string_view plaintext);
+Result<std::string> OpenWithKey(const PatientKey& key, uint8_t format,
+                                std::string_view associated_data, std::string_view sealed,
+                                std::string_view what);
+
 // version byte (1) || nonce (24) || ciphertext with its tag (16 more than the plaintext).
 std::string SealPayload(const PatientKey& key, std::string_view patient_id, int64_t version,
                         std::string_view plaintext);

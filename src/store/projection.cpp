@@ -12,8 +12,6 @@ namespace json = boost::json;
 namespace {
 
 constexpr uint8_t kStateFormat = 2;  // entry payloads are format 1
-constexpr size_t kNonceBytes = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES;
-constexpr size_t kTagBytes = crypto_aead_xchacha20poly1305_ietf_ABYTES;
 
 void AppendU64(std::string& out, uint64_t n) {
   for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>(n >> (8 * i)));
@@ -33,11 +31,6 @@ std::string StateAssociatedData(std::string_view patient_id, int64_t version) {
   ad.append(patient_id);
   AppendU64(ad, static_cast<uint64_t>(version));
   return ad;
-}
-
-void EnsureSodium() {
-  static const bool ready = sodium_init() >= 0;
-  (void)ready;
 }
 
 }  // namespace
@@ -79,49 +72,23 @@ Result<std::string> StateRecordJson(const StateText& state) {
 
 std::string SealState(const PatientKey& key, std::string_view patient_id, int64_t version,
                       const StateText& state) {
-  EnsureSodium();
   std::string plain;
   plain.reserve(24 + state.patient.size() + state.events.size());
   AppendU64(plain, state.patient.size());
   plain.append(state.patient);
   AppendU64(plain, static_cast<uint64_t>(state.event_count));
   plain.append(state.events);
-  const std::string ad = StateAssociatedData(patient_id, version);
-  std::string out(1 + kNonceBytes + plain.size() + kTagBytes, '\0');
-  auto* bytes = reinterpret_cast<unsigned char*>(out.data());
-  bytes[0] = kStateFormat;
-  unsigned char* nonce = bytes + 1;
-  FreshNonce(nonce);
-  unsigned long long written = 0;
-  crypto_aead_xchacha20poly1305_ietf_encrypt(
-      nonce + kNonceBytes, &written, reinterpret_cast<const unsigned char*>(plain.data()),
-      plain.size(), reinterpret_cast<const unsigned char*>(ad.data()), ad.size(), nullptr, nonce,
-      key.data());
+  std::string out = SealWithKey(key, kStateFormat, StateAssociatedData(patient_id, version), plain);
   sodium_memzero(plain.data(), plain.size());
   return out;
 }
 
 Result<StateText> OpenState(const PatientKey& key, std::string_view patient_id, int64_t version,
                             std::string_view sealed) {
-  EnsureSodium();
-  if (sealed.size() < 1 + kNonceBytes + kTagBytes ||
-      static_cast<uint8_t>(sealed[0]) != kStateFormat) {
-    return Error::Internal("the state is not in a format this build knows");
-  }
-  const std::string ad = StateAssociatedData(patient_id, version);
-  const auto* bytes = reinterpret_cast<const unsigned char*>(sealed.data());
-  const unsigned char* nonce = bytes + 1;
-  const unsigned char* ciphertext = nonce + kNonceBytes;
-  const size_t ciphertext_bytes = sealed.size() - 1 - kNonceBytes;
-  std::string plain(ciphertext_bytes - kTagBytes, '\0');
-  unsigned long long written = 0;
-  if (crypto_aead_xchacha20poly1305_ietf_decrypt(
-          reinterpret_cast<unsigned char*>(plain.data()), &written, nullptr, ciphertext,
-          ciphertext_bytes, reinterpret_cast<const unsigned char*>(ad.data()), ad.size(), nonce,
-          key.data()) != 0) {
-    return Error::Internal("the state does not decrypt with the patient's key");
-  }
-  plain.resize(static_cast<size_t>(written));
+  auto opened = OpenWithKey(key, kStateFormat, StateAssociatedData(patient_id, version), sealed,
+                            "state");
+  if (!opened.ok()) return opened.error();
+  std::string& plain = *opened;
   std::string_view in = plain;
   uint64_t patient_bytes = 0;
   uint64_t event_count = 0;

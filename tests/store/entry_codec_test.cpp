@@ -5,7 +5,10 @@
 #include "store/entry_codec.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <array>
 #include <boost/json.hpp>
 
 #include "store_test_support.h"
@@ -296,3 +299,38 @@ TEST(EntryCodec, DecodeBindsTheRowsColumnsToThePayload) {
 
 }  // namespace
 }  // namespace isoguard::store::testing
+
+namespace isoguard::store {
+namespace {
+
+// Nonces come from a per-thread buffer. A forked child inherits the buffer; were it to hand out
+// the parent's next nonces, parent and child could seal under one patient key with one nonce.
+TEST(EntryCodec, AForkedChildNeverReusesItsParentsBufferedNonces) {
+  std::array<unsigned char, 24> first{}, parent_next{}, child_next{};
+  FreshNonce(first.data());  // fills the parent's buffer
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    std::array<unsigned char, 24> nonce{};
+    FreshNonce(nonce.data());
+    const bool sent = ::write(pipe_fds[1], nonce.data(), nonce.size()) ==
+                      static_cast<ssize_t>(nonce.size());
+    ::_exit(sent ? 0 : 1);
+  }
+  ::close(pipe_fds[1]);
+  FreshNonce(parent_next.data());
+  ASSERT_EQ(::read(pipe_fds[0], child_next.data(), child_next.size()),
+            static_cast<ssize_t>(child_next.size()));
+  ::close(pipe_fds[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_NE(child_next, parent_next);
+  EXPECT_NE(child_next, first);
+  EXPECT_NE(parent_next, first);
+}
+
+}  // namespace
+}  // namespace isoguard::store
