@@ -711,6 +711,8 @@ TEST(SqliteRestore, RefusesAnExistingStoreAndRestoresABackupThatVerifies) {
   { std::ofstream empty(restored); }
   ASSERT_TRUE(Ok(SqliteEventStore::Restore(backup, restored, {})));
   EXPECT_FALSE(std::filesystem::exists(restored + ".restore-partial"));
+  EXPECT_FALSE(std::filesystem::exists(backup + "-wal")) << "reading the backup left a WAL";
+  EXPECT_FALSE(std::filesystem::exists(backup + "-shm"));
   auto back = OpenOrDie(restored);
   ASSERT_NE(back, nullptr);
   auto report = back->Verify();

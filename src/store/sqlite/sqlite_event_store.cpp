@@ -2022,11 +2022,23 @@ Status SqliteEventStore::Restore(const std::string& backup_path, const std::stri
   if (!fs::is_regular_file(backup_path, ec)) {
     return Error::BadInput("no backup file at '" + backup_path + "'", "backup");
   }
-  // The backup is opened read-only: restoring must not change it.
+  // The backup is opened read-only: restoring must not change it. Reading a file in WAL mode
+  // makes SQLite create its -wal and -shm files; those it made (and left empty) go again.
+  const bool had_wal = fs::exists(backup_path + "-wal", ec);
+  const bool had_shm = fs::exists(backup_path + "-shm", ec);
   sqlite3* source = nullptr;
   const int open_rc = sqlite3_open_v2(backup_path.c_str(), &source,
                                       SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
-  auto close_source = [&source] { sqlite3_close_v2(source); };
+  auto close_source = [&] {
+    sqlite3_close_v2(source);
+    source = nullptr;
+    std::error_code ignored;
+    if (!had_wal && fs::exists(backup_path + "-wal", ignored) &&
+        fs::file_size(backup_path + "-wal", ignored) == 0) {
+      fs::remove(backup_path + "-wal", ignored);
+      if (!had_shm) fs::remove(backup_path + "-shm", ignored);
+    }
+  };
   if (open_rc != SQLITE_OK) {
     const std::string message = source != nullptr ? sqlite3_errmsg(source) : "cannot open";
     close_source();

@@ -10,10 +10,15 @@
 // connections, each read in one transaction (a consistent snapshot); WAL lets them run beside
 // the writer.
 //
-// Projections: each append folds its entries into the patient's state row (projection.h) in
-// the same savepoint, so a reader never sees a state behind the log. RebuildProjections
+// Projections: each patient has one state row (projection.h), a snapshot of the stream folded
+// up to the row's version. Appends fold their entries into the state in their own savepoint
+// and rewrite the row once 16 entries stand behind it (an eighth of the stream for a long one,
+// at most 128): rewriting the whole sealed state at every append made an append's cost grow
+// with its stream. ReadState reads the row and folds in the entries after it, each checked, in
+// one read transaction, so a read never sees a state behind the log. RebuildProjections
 // recomputes the rows from the log in batches of patients, each batch one write transaction
-// of the writer (appends interleave between batches).
+// of the writer (appends interleave between batches); a row is correct when it matches the log
+// folded up to its own version.
 //
 // Bulk import: PrepareRecord turns a record of the contract format into the first append of a
 // new stream on the calling thread -- the record checked once with the engine's parser, its
@@ -58,7 +63,7 @@ struct SqliteOptions {
   int busy_timeout_ms = 10000;        // waiting for another process's write lock
   size_t max_queued_requests = 1024;  // appends and erasures waiting for the writer
   size_t max_batch_requests = 1024;   // requests committed in one transaction
-  size_t max_batch_entries = 65536;   // entries in one transaction (a larger request goes alone)
+  size_t max_batch_entries = 20000;   // entries in one transaction (a larger request goes alone)
   size_t max_readers = 16;            // reader connections; more readers wait for one
   // SQLite's page cache per connection (PRAGMA cache_size) and memory-mapped reads
   // (PRAGMA mmap_size): reads of a large store then copy pages from the OS cache rather than
