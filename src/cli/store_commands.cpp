@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "cli/cli.h"
+#include "cli/cli_support.h"
 #include "core/json_writer.h"
 #include "store/entry_codec.h"
 #include "store/event_store.h"
@@ -36,35 +37,6 @@ const store::Actor& ImportActor() {
 }
 
 std::string ImportKey(std::string_view patient_id) { return "import:" + std::string(patient_id); }
-
-int Fail(std::ostream& err, const Error& error) {
-  err << "isoguard: " << error.ToString() << "\n";
-  return error.kind == ErrorKind::kInternal ? kExitInternal : kExitBadInput;
-}
-
-// Opens the store at `db`. Export and verify must not create an empty store by accident (a
-// mistyped path would then "verify clean"), so they ask for an existing one.
-Result<std::unique_ptr<store::EventStore>> OpenStore(const std::string& db,
-                                                     const ParseOptions& parse, bool must_exist) {
-  const std::string_view u = db;
-  if (must_exist && !u.starts_with("postgresql://") && !u.starts_with("postgres://")) {
-    std::string path = db;
-    if (u.starts_with("sqlite:")) path = db.substr(std::string_view("sqlite:").size());
-    std::error_code ec;
-    if (!path.empty() && !std::filesystem::exists(path, ec)) {
-      return Error::BadInput("no event store at '" + path + "'", "--db");
-    }
-  }
-  store::StoreOptions options;
-  options.parse = parse;
-  auto opened = store::OpenEventStore(db, options);
-  if (!opened.ok()) {
-    Error e = opened.error();
-    if (e.field.empty() || e.field == "db") e.field = "--db";
-    return e;
-  }
-  return std::move(*opened);
-}
 
 bool IsBlank(std::string_view text) {
   return text.find_first_not_of(" \t\r\n") == std::string_view::npos;
@@ -259,9 +231,11 @@ class ImportPass {
   static constexpr unsigned kBulkWorkers = 8;
   static constexpr size_t kBulkGroupLines = 256;
 
-  // Two lines for one patient would share an idempotency key: the second would be "already
-  // present" without being written. It is a bad line instead. True when `number` is the
-  // patient's first line (so far).
+  // Two lines for one patient would share an idempotency key: the second to reach the store
+  // would be "already present" without being written. Lines are processed concurrently, so the
+  // line that is refused is the one that comes second here, not necessarily the later one in
+  // the file; the report names the line whose record was kept, so that it is true either way.
+  // True when `number` is the first line of its patient seen so far.
   bool FirstLineOf(const std::string& id, uint64_t number) {
     std::optional<uint64_t> earlier;
     {
@@ -270,11 +244,9 @@ class ImportPass {
       if (!inserted) earlier = it->second;
     }
     if (!earlier) return true;
-    // Lines are processed concurrently, so the later line of the two is named as the bad one
-    // whichever was processed first (the report does not depend on thread timing).
-    Failed(std::max(number, *earlier), id,
-           "the patient is also on line " + std::to_string(std::min(number, *earlier)) +
-               "; one record each");
+    Failed(number, id,
+           "the patient is also on line " + std::to_string(*earlier) +
+               (write_ ? ", whose record is the one imported" : "") + "; one record each");
     return false;
   }
 
@@ -535,16 +507,7 @@ int RunVerify(const std::string& db, std::ostream& out, std::ostream& err) {
   if (!opened.ok()) return Fail(err, opened.error());
   auto report = (*opened)->Verify();
   if (!report.ok()) return Fail(err, report.error());
-  std::string text;
-  JsonWriter w(text);
-  w.BeginObject();
-  w.Key("entries_checked").Integer(report->entries_checked);
-  w.Key("streams_checked").Integer(report->streams_checked);
-  w.Key("ok").Bool(!report->first_problem.has_value());
-  w.Key("first_problem");
-  report->first_problem ? w.String(*report->first_problem) : w.Null();
-  w.EndObject();
-  out << text << "\n";
+  out << VerifyReportJson(*report) << "\n";
   return report->first_problem ? kExitInternal : kExitOk;
 }
 

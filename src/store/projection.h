@@ -1,6 +1,9 @@
 // Projections: each patient's current state, folded from the stream. Every backend keeps one
-// state row per patient, written in the same transaction as the append that changes it (so a
-// read never sees a state behind the log), and can rebuild every row from the log.
+// state row per patient, written in the transaction of the append that makes the stream, and
+// can rebuild every row from the log. A backend may let the row fall a few entries behind the
+// stream (SQLite rewrites it once 16 entries stand behind it, so that an append does not re-seal
+// a whole long record; PostgreSQL rewrites it with every append); a read then folds the newer
+// entries into it, in the same read transaction, so a state read is never behind the log.
 //
 // A state is the stream as a record of the contract format: the latest patient entry (without
 // its "type") and the events in version order, exactly as stored. Kept as its two parts so that
