@@ -40,7 +40,8 @@
 
 namespace isoguard::store {
 
-inline constexpr size_t kMaxEntriesPerAppend = 10000;
+// A whole record fits one append: its patient entry and up to the record format's 10,000 events.
+inline constexpr size_t kMaxEntriesPerAppend = RecordLimits{}.max_events + 1;
 inline constexpr size_t kMaxEntryBytes = size_t{1} << 20;    // 1 MiB
 inline constexpr size_t kMaxAppendBytes = size_t{10} << 20;  // 10 MiB, a record's limit
 inline constexpr size_t kMaxNameBytes = 1000;                // keys, actor fields

@@ -229,6 +229,22 @@ TEST_F(StoreCommandsTest, AtomicImportWritesNothingWhenALineIsBad) {
   EXPECT_EQ(Export().size(), 5u);
 }
 
+// A record at the format's limit (10,000 events) imports as one stream and comes back whole.
+TEST_F(StoreCommandsTest, ARecordWithTheMostEventsTheFormatAllowsImports) {
+  std::string line = R"({"patient":{"id":"p-big","birth_date":"2000-05-14","jurisdiction":"US",)"
+                     R"("category":"cannot_get_pregnant"},"events":[)";
+  for (int i = 0; i < 10000; ++i) {
+    line += std::string(i == 0 ? "" : ",") + R"({"type":"weight","id":"w-)" + std::to_string(i) +
+            R"(","at":"2026-09-01T10:00:00Z","kg":60})";
+  }
+  line += "]}";
+  CliRun run = Import(WriteFile(dir_, "big.ndjson", {line}));
+  ASSERT_EQ(run.code, kExitOk) << run.err;
+  const auto exported = Export();
+  ASSERT_EQ(exported.size(), 1u);
+  EXPECT_EQ(json::parse(exported[0]), json::parse(line));
+}
+
 // Two lines for one patient: one is imported, the other is a bad line, and the report says
 // truly which record was kept (the lines are processed concurrently: either may win).
 TEST_F(StoreCommandsTest, APatientTwiceInTheFileIsABadLine) {

@@ -259,14 +259,15 @@ TEST_P(EventStoreConformance, EveryKindOfBadEntryIsRejected) {
 
 TEST_P(EventStoreConformance, LimitsHoldAtTheLimitAndFailOnePast) {
   Create("p-1");
-  // 10,000 entries in one append: accepted; 10,001: rejected.
+  // 10,001 entries in one append (a record's patient entry and 10,000 events): accepted; one
+  // more: rejected.
   std::vector<std::string> many(kMaxEntriesPerAppend, WeightEntry(60));
   auto at_limit = store().Append(Request("p-1", many, 1));
   ASSERT_TRUE(Ok(at_limit));
   EXPECT_EQ(at_limit->last_version, 1 + static_cast<int64_t>(kMaxEntriesPerAppend));
   many.push_back(WeightEntry(60));
   EXPECT_TRUE(Fails(store().Append(Request("p-1", many)), ErrorKind::kBadInput, "entries",
-                    "at most 10000"));
+                    "at most 10001"));
   // An entry of 1 MiB: accepted; one byte more: rejected (unknown fields pad it).
   const std::string head = R"({"type": "weight", "at": "2026-09-01T10:00:00Z", "kg": 60, "pad": ")";
   std::string big = head + std::string(kMaxEntryBytes - head.size() - 2, 'x') + "\"}";

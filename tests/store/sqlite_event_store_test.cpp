@@ -880,8 +880,8 @@ TEST(SqlitePreparedAppend, ABadRecordIsRefusedNamingTheField) {
                             R"(","birth_date":"2000-05-14","jurisdiction":"US","category":"cannot_get_pregnant"},"events":[]})",
                         options),
                     ErrorKind::kBadInput, "patient_id", "at most 256"));
-  // At the store's limit of entries per append and one past it (the record's own limit is
-  // 10,000 events; the patient entry makes one more).
+  // A record at the format's limit of 10,000 events is one append (with its patient entry, at
+  // the store's limit of entries per append); one event more is the record's error.
   auto with_events = [](size_t n) {
     std::string text = R"({"patient":{"id":"p-1","birth_date":"2000-05-14","jurisdiction":"US",)"
                        R"("category":"cannot_get_pregnant"},"events":[)";
@@ -891,9 +891,10 @@ TEST(SqlitePreparedAppend, ABadRecordIsRefusedNamingTheField) {
     }
     return text + "]}";
   };
-  EXPECT_TRUE(Ok(SqliteEventStore::PrepareRecord(with_events(kMaxEntriesPerAppend - 1), options)));
-  EXPECT_TRUE(Fails(SqliteEventStore::PrepareRecord(with_events(kMaxEntriesPerAppend), options),
-                    ErrorKind::kBadInput, "entries", "at most 10000"));
+  static_assert(kMaxEntriesPerAppend == 10001);
+  EXPECT_TRUE(Ok(SqliteEventStore::PrepareRecord(with_events(10000), options)));
+  EXPECT_TRUE(Fails(SqliteEventStore::PrepareRecord(with_events(10001), options),
+                    ErrorKind::kBadInput, "events", "10000"));
 }
 
 // Records the plain scan does not take apart go through a DOM and are stored all the same.
