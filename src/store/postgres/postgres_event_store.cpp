@@ -24,6 +24,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "store/detail/group_commit.h"
 #include "store/entry_codec.h"
 #include "store/projection.h"
 
@@ -837,7 +838,8 @@ std::string RedactedPostgresUrl(const std::string& url) {
 // ===========================================================================================
 
 // One queued write: an append or an erasure. It lives on the caller's stack; the caller waits
-// until `done` (guarded by Impl::mu) says the writer has committed or failed it.
+// until `ticket.done` (guarded by the writer's queue) says the writer has committed or failed
+// it.
 struct PgWriteRequest {
   const AppendRequest* append = nullptr;  // null: an erasure
   std::vector<CheckedEntry> entries;
@@ -848,8 +850,7 @@ struct PgWriteRequest {
   Status erase_status;
   bool erased = false;  // a key was destroyed
 
-  bool done = false;
-  uint64_t batch = 0;  // the number of the batch that took it; 0: still queued
+  detail::GroupCommitTicket ticket;
   // Look every event id up before writing (see PrepareAppend): set when a write without the
   // lookup found an assigned id taken.
   bool check_all_ids = false;
@@ -995,15 +996,7 @@ struct PostgresEventStore::Impl {
   // destructor, when that thread is not running).
   PgConnection db;
 
-  std::mutex mu;
-  std::condition_variable work_cv;   // the writer waits for requests
-  std::condition_variable space_cv;  // callers wait for room in the queue
-  // Callers wait for their batch on done_cv[batch % 2]: one broadcast wakes the callers of a
-  // batch and not those queued for the next one, which the writer is already taking.
-  std::condition_variable done_cv[2];
-  std::deque<PgWriteRequest*> queue;
-  uint64_t batches_taken = 0;
-  bool stopping = false;
+  detail::GroupCommitQueue<PgWriteRequest> queue;
   std::thread writer;
 
   // ---- Readers.
@@ -1060,52 +1053,19 @@ class ReaderLease {
 // ---- Writing
 
 void PostgresEventStore::Impl::Submit(PgWriteRequest& request) {
-  std::unique_lock lock(mu);
-  space_cv.wait(lock, [&] { return queue.size() < options.max_queued_requests || stopping; });
-  if (stopping) {
-    request.append_result = Error::Internal("the event store is closing");
-    request.erase_status = Error::Internal("the event store is closing");
-    return;
-  }
-  queue.push_back(&request);
-  work_cv.notify_one();
-  while (!request.done) {
-    const uint64_t batch = request.batch != 0 ? request.batch : batches_taken + 1;
-    done_cv[batch % 2].wait(lock);
-  }
+  // A request made while the store closes is failed, not queued.
+  queue.Submit(request, [](PgWriteRequest& r) {
+    r.append_result = Error::Internal("the event store is closing");
+    r.erase_status = Error::Internal("the event store is closing");
+  });
 }
 
 void PostgresEventStore::Impl::WriterLoop() {
   std::vector<PgWriteRequest*> batch;
-  uint64_t batch_number = 0;
-  for (;;) {
-    {
-      std::unique_lock lock(mu);
-      work_cv.wait(lock, [&] { return stopping || !queue.empty(); });
-      if (queue.empty()) return;  // stopping, and everything queued is committed
-      // Group commit: whatever queued while the last batch committed goes in this one.
-      size_t entries = 0;
-      ++batches_taken;
-      while (!queue.empty() && batch.size() < options.max_batch_requests) {
-        PgWriteRequest* next = queue.front();
-        if (!batch.empty() && entries + next->weight() > options.max_batch_entries) break;
-        entries += next->weight();
-        next->batch = batches_taken;
-        batch.push_back(next);
-        queue.pop_front();
-      }
-      batch_number = batches_taken;
-      space_cv.notify_all();
-    }
+  // Ends once stopping with everything queued committed.
+  while (queue.TakeBatch(batch, options.max_batch_requests, options.max_batch_entries)) {
     CommitBatch(batch);
-    {
-      std::lock_guard lock(mu);
-      for (PgWriteRequest* r : batch) r->done = true;
-    }
-    // After the unlock, so that the callers woken do not wait for the lock. Once `done` is
-    // set a caller may return and destroy its request: only the store's own state is touched.
-    done_cv[batch_number % 2].notify_all();
-    batch.clear();
+    queue.Finish(batch);
   }
 }
 
@@ -1670,12 +1630,7 @@ void PostgresEventStore::Impl::ReleaseReader(std::unique_ptr<PgReader> reader) {
 PostgresEventStore::PostgresEventStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 PostgresEventStore::~PostgresEventStore() {
-  {
-    std::lock_guard lock(impl_->mu);
-    impl_->stopping = true;
-  }
-  impl_->work_cv.notify_all();
-  impl_->space_cv.notify_all();
+  impl_->queue.Stop();
   if (impl_->writer.joinable()) impl_->writer.join();
 }
 
@@ -1685,6 +1640,7 @@ Result<std::unique_ptr<PostgresEventStore>> PostgresEventStore::Open(
   impl->url = url;
   impl->name = DatabaseName(url);
   impl->options = options;
+  impl->queue.set_capacity(options.max_queued_requests);
   impl->read_options = ReadBackOptions(options.store.parse);
   auto db = PgConnection::Connect(url, options.connect_timeout_s);
   if (!db.ok()) return db.error();

@@ -11,7 +11,6 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
 #include <filesystem>
 #include <mutex>
 #include <optional>
@@ -20,6 +19,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "store/detail/group_commit.h"
 #include "store/entry_codec.h"
 #include "store/projection.h"
 #include "store/sqlite/prepared_append.h"
@@ -583,8 +583,8 @@ struct RebuildBatch {
 };
 
 // One queued write: an append (checked by the caller, or prepared whole), an erasure or a batch
-// of a rebuild. It lives on the caller's stack; the caller waits until `done` (guarded by
-// Impl::mu) says the writer has committed or failed it.
+// of a rebuild. It lives on the caller's stack; the caller waits until `ticket.done` (guarded
+// by the writer's queue) says the writer has committed or failed it.
 struct WriteRequest {
   const AppendRequest* append = nullptr;
   std::vector<CheckedEntry> entries;
@@ -599,8 +599,7 @@ struct WriteRequest {
   bool erased = false;  // a key was destroyed
   bool wrote = false;   // a prepared append wrote rows (it has no savepoint to roll back to)
 
-  bool done = false;
-  uint64_t batch = 0;  // the number of the batch that took it; 0: still queued
+  detail::GroupCommitTicket ticket;
 
   bool is_append() const { return append != nullptr || prepared != nullptr; }
   bool ok() const { return is_append() ? append_result.ok() : status.ok(); }
@@ -686,15 +685,7 @@ struct SqliteEventStore::Impl {
   }
   std::chrono::steady_clock::time_point last_truncate_attempt{};
 
-  std::mutex mu;
-  std::condition_variable work_cv;   // the writer waits for requests
-  std::condition_variable space_cv;  // callers wait for room in the queue
-  // Callers wait for their batch on done_cv[batch % 2]: one broadcast wakes the callers of a
-  // batch and not those queued for the next one, which the writer is already taking.
-  std::condition_variable done_cv[2];
-  std::deque<WriteRequest*> queue;
-  uint64_t batches_taken = 0;
-  bool stopping = false;
+  detail::GroupCommitQueue<WriteRequest> queue;
   std::thread writer;
 
   // ---- Readers.
@@ -706,8 +697,6 @@ struct SqliteEventStore::Impl {
   Status PrepareWriter();
   void Submit(WriteRequest& request);
   void SubmitAll(std::vector<WriteRequest>& requests);
-  void Enqueue(std::unique_lock<std::mutex>& lock, WriteRequest& request);
-  void WaitFor(std::unique_lock<std::mutex>& lock, WriteRequest& request);
   void WriterLoop();
   void CommitBatch(std::vector<WriteRequest*>& batch);
   Result<AppendResult> ApplyAppend(WriteRequest& request, int64_t& next_position);
@@ -829,73 +818,25 @@ Status SqliteEventStore::Impl::PrepareWriter() {
 
 // ---- Writing
 
-void SqliteEventStore::Impl::Enqueue(std::unique_lock<std::mutex>& lock, WriteRequest& request) {
-  space_cv.wait(lock, [&] { return queue.size() < options.max_queued_requests || stopping; });
-  if (stopping) {
-    request.Fail(Error::Internal("the event store is closing"));
-    request.done = true;
-    return;
-  }
-  queue.push_back(&request);
-  work_cv.notify_one();
+// A request made while the store closes is failed, not queued.
+static void RefuseClosing(WriteRequest& request) {
+  request.Fail(Error::Internal("the event store is closing"));
 }
 
-void SqliteEventStore::Impl::WaitFor(std::unique_lock<std::mutex>& lock, WriteRequest& request) {
-  while (!request.done) {
-    // Queued now, it normally goes in the next batch the writer takes; should it not (a batch
-    // full of entries), the wait ends early and the loop waits for the right one.
-    const uint64_t batch = request.batch != 0 ? request.batch : batches_taken + 1;
-    done_cv[batch % 2].wait(lock);
-  }
-}
-
-void SqliteEventStore::Impl::Submit(WriteRequest& request) {
-  std::unique_lock lock(mu);
-  Enqueue(lock, request);
-  WaitFor(lock, request);
-}
+void SqliteEventStore::Impl::Submit(WriteRequest& request) { queue.Submit(request, RefuseClosing); }
 
 // Queues every request (waiting for room as need be), then waits for them all: the writer
 // commits them in as few transactions as its batch limits allow.
 void SqliteEventStore::Impl::SubmitAll(std::vector<WriteRequest>& requests) {
-  std::unique_lock lock(mu);
-  for (WriteRequest& r : requests) Enqueue(lock, r);
-  for (WriteRequest& r : requests) WaitFor(lock, r);
+  queue.SubmitAll(requests, RefuseClosing);
 }
 
 void SqliteEventStore::Impl::WriterLoop() {
   std::vector<WriteRequest*> batch;
-  uint64_t batch_number = 0;
-  for (;;) {
-    {
-      std::unique_lock lock(mu);
-      work_cv.wait(lock, [&] { return stopping || !queue.empty(); });
-      if (queue.empty()) return;  // stopping, and everything queued is committed
-      // Group commit: whatever queued while the last batch committed goes in this one. The
-      // writer does not wait for more: with many callers the queue refills during each commit
-      // (measured: waiting for the stragglers gained nothing, see docs/performance.md).
-      size_t entries = 0;
-      ++batches_taken;
-      while (!queue.empty() && batch.size() < options.max_batch_requests) {
-        WriteRequest* next = queue.front();
-        if (!batch.empty() && entries + next->weight() > options.max_batch_entries) break;
-        entries += next->weight();
-        next->batch = batches_taken;
-        batch.push_back(next);
-        queue.pop_front();
-      }
-      batch_number = batches_taken;
-      space_cv.notify_all();
-    }
+  // Ends once stopping with everything queued committed.
+  while (queue.TakeBatch(batch, options.max_batch_requests, options.max_batch_entries)) {
     CommitBatch(batch);
-    {
-      std::lock_guard lock(mu);
-      for (WriteRequest* r : batch) r->done = true;
-    }
-    // After the unlock, so that the callers woken do not wait for the lock. Once `done` is
-    // set a caller may return and destroy its request: only the store's own state is touched.
-    done_cv[batch_number % 2].notify_all();
-    batch.clear();
+    queue.Finish(batch);
     if (wal_truncate_pending &&
         std::chrono::steady_clock::now() - last_truncate_attempt > std::chrono::milliseconds(250)) {
       TruncateWal(false);
@@ -1627,12 +1568,7 @@ void SqliteEventStore::Impl::ReleaseReader(std::unique_ptr<Reader> reader) {
 SqliteEventStore::SqliteEventStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 SqliteEventStore::~SqliteEventStore() {
-  {
-    std::lock_guard lock(impl_->mu);
-    impl_->stopping = true;
-  }
-  impl_->work_cv.notify_all();
-  impl_->space_cv.notify_all();
+  impl_->queue.Stop();
   if (impl_->writer.joinable()) impl_->writer.join();
   if (impl_->wal_truncate_pending) impl_->TruncateWal(true);
 }
@@ -1642,6 +1578,7 @@ Result<std::unique_ptr<SqliteEventStore>> SqliteEventStore::Open(const std::stri
   auto impl = std::make_unique<Impl>();
   impl->path = path;
   impl->options = options;
+  impl->queue.set_capacity(options.max_queued_requests);
   impl->read_options = ReadBackOptions(options.store.parse);
   auto db = Connection::Open(path, true, options.busy_timeout_ms);
   if (!db.ok()) return db.error();
