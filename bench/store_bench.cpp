@@ -154,8 +154,8 @@ void BM_StoreAppendToCohortStreams(benchmark::State& state) {
     std::vector<int64_t> versions;
     std::vector<PreparedAppend> prepared;
     for (int p = 0; p < writers * kPatientsPerWriter; ++p) {
-      auto one = SqliteEventStore::PrepareRecord(cohort->Record(static_cast<uint64_t>(p)),
-                                                 record_options);
+      auto one =
+          SqliteEventStore::PrepareRecord(cohort->Record(static_cast<uint64_t>(p)), record_options);
       if (!one.ok()) Die(one.error().ToString());
       ids.push_back(one->patient_id());
       versions.push_back(static_cast<int64_t>(one->entry_count()));

@@ -60,8 +60,8 @@ int RunErase(const EraseOptions& options, std::istream& in, std::ostream& out, s
   auto state = event_store.ReadState(options.patient_id);
   if (!state.ok()) return Fail(err, state.error());
   if (state->version == 0) {
-    return Fail(err, Error::NotFound("no patient '" + options.patient_id + "' in the store",
-                                     "--patient"));
+    return Fail(
+        err, Error::NotFound("no patient '" + options.patient_id + "' in the store", "--patient"));
   }
   if (!options.confirmed) {
     err << "Erasing patient " << options.patient_id << " destroys the patient's key: every one of"
@@ -97,8 +97,7 @@ int RunErase(const EraseOptions& options, std::istream& in, std::ostream& out, s
   return kExitOk;
 }
 
-int RunBackup(const std::string& db, const std::string& to, std::ostream& out,
-              std::ostream& err) {
+int RunBackup(const std::string& db, const std::string& to, std::ostream& out, std::ostream& err) {
   if (to.empty()) return Fail(err, Error::BadInput("names no file", "--to"));
   std::error_code ec;
   if (std::filesystem::exists(to, ec)) {

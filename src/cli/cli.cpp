@@ -270,7 +270,8 @@ int RunCli(const std::vector<std::string>& args, std::istream& in, std::ostream&
 
   auto* rebuild_cmd =
       app.add_subcommand("rebuild", "Recompute every patient's current state from the log");
-  rebuild_cmd->add_option("--db", store_db, "sqlite:PATH or postgresql://... (default isoguard.db)");
+  rebuild_cmd->add_option("--db", store_db,
+                          "sqlite:PATH or postgresql://... (default isoguard.db)");
 
   EraseOptions erase;
   auto* erase_cmd = app.add_subcommand(
@@ -288,7 +289,8 @@ int RunCli(const std::vector<std::string>& args, std::istream& in, std::ostream&
   std::string restore_from;
   auto* restore_cmd = app.add_subcommand("restore", "Bring a backup back as a new store");
   restore_cmd->add_option("--from", restore_from, "Backup file")->required();
-  restore_cmd->add_option("--db", store_db, "sqlite:PATH or postgresql://... (default isoguard.db)");
+  restore_cmd->add_option("--db", store_db,
+                          "sqlite:PATH or postgresql://... (default isoguard.db)");
 
   std::vector<std::string> reversed(args.rbegin(), args.rend());
   try {

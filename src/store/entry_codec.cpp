@@ -1,9 +1,8 @@
 #include "store/entry_codec.h"
 
 #include <openssl/evp.h>
-#include <sodium.h>
-
 #include <pthread.h>
+#include <sodium.h>
 
 #include <array>
 #include <atomic>
@@ -479,8 +478,9 @@ Hash EntryHash(const EntryRow& row) {
   message.clear();
   static constexpr std::string_view kTag = "isoguard.entry.v1";
   message.append(kTag);
-  AppendLengthPrefixed(message, std::string_view(reinterpret_cast<const char*>(row.prev_hash.data()),
-                                                 row.prev_hash.size()));
+  AppendLengthPrefixed(
+      message,
+      std::string_view(reinterpret_cast<const char*>(row.prev_hash.data()), row.prev_hash.size()));
   AppendLengthPrefixed(message, row.patient_id);
   AppendLengthPrefixedInt(message, row.version);
   AppendLengthPrefixed(message, row.event_id);

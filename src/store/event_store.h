@@ -148,8 +148,8 @@ class EventStore {
   virtual Result<std::vector<StoredEntry>> ReadAll(int64_t after, size_t limit) = 0;
   // The patient's current state from the projection: its state row, plus whatever entries a
   // backend keeps behind the row (projection.h), decrypted and checked in one read transaction,
-  // so the state is never behind the log (kInternal naming the patient when it is damaged). An unknown patient has version 0; an
-  // erased one is returned with erased = true and no record.
+  // so the state is never behind the log (kInternal naming the patient when it is damaged). An
+  // unknown patient has version 0; an erased one is returned with erased = true and no record.
   virtual Result<PatientState> ReadState(const std::string& patient_id) = 0;
   // Recomputes every patient's state from the log and rewrites the rows that are missing or
   // differ; writers may go on meanwhile (each patient is rebuilt in a transaction of its own

@@ -20,7 +20,8 @@ void AppendU64(std::string& out, uint64_t n) {
 bool ReadU64(std::string_view& in, uint64_t& n) {
   if (in.size() < 8) return false;
   n = 0;
-  for (int i = 0; i < 8; ++i) n |= uint64_t{static_cast<uint8_t>(in[static_cast<size_t>(i)])} << (8 * i);
+  for (int i = 0; i < 8; ++i)
+    n |= uint64_t{static_cast<uint8_t>(in[static_cast<size_t>(i)])} << (8 * i);
   in.remove_prefix(8);
   return true;
 }
@@ -85,8 +86,8 @@ std::string SealState(const PatientKey& key, std::string_view patient_id, int64_
 
 Result<StateText> OpenState(const PatientKey& key, std::string_view patient_id, int64_t version,
                             std::string_view sealed) {
-  auto opened = OpenWithKey(key, kStateFormat, StateAssociatedData(patient_id, version), sealed,
-                            "state");
+  auto opened =
+      OpenWithKey(key, kStateFormat, StateAssociatedData(patient_id, version), sealed, "state");
   if (!opened.ok()) return opened.error();
   std::string& plain = *opened;
   std::string_view in = plain;

@@ -23,9 +23,9 @@
 namespace isoguard::store {
 
 struct StateText {
-  std::string patient;       // the record's "patient" object; empty before the first entry
-  std::string events;        // the events' JSON objects in version order, joined by ","
-  int64_t event_count = 0;   // how many objects `events` holds
+  std::string patient;      // the record's "patient" object; empty before the first entry
+  std::string events;       // the events' JSON objects in version order, joined by ","
+  int64_t event_count = 0;  // how many objects `events` holds
 };
 
 // Folds one stored entry (its type and its JSON as stored, in version order) into the state:

@@ -83,7 +83,8 @@ class AdminCommandsTest : public ::testing::Test {
 
 TEST_F(AdminCommandsTest, EraseAsksForThePatientIdAndErasesNothingWithoutIt) {
   const std::string& patient = patients_[0];
-  for (const std::string& typed : std::vector<std::string>{"", "no\n", patient + "x\n", std::string(5000, 'a')}) {
+  for (const std::string& typed :
+       std::vector<std::string>{"", "no\n", patient + "x\n", std::string(5000, 'a')}) {
     CliRun run = Isoguard({"erase", "--patient", patient, "--db", Db()}, typed);
     EXPECT_EQ(run.code, kExitBadInput) << typed;
     EXPECT_NE(run.err.find("Type the patient id again"), std::string::npos) << run.err;
@@ -98,7 +99,7 @@ TEST_F(AdminCommandsTest, EraseAsksForThePatientIdAndErasesNothingWithoutIt) {
 TEST_F(AdminCommandsTest, EraseConfirmedShredsThePatientAndIsAudited) {
   const std::string& patient = patients_[1];
   CliRun run = Isoguard({"erase", "--patient", patient, "--db", Db(), "--actor", "dpo-anna"},
-                     patient + "\n");
+                        patient + "\n");
   ASSERT_EQ(run.code, kExitOk) << run.err;
   json::value out = json::parse(run.out);
   EXPECT_EQ(out.at("erased"), patient.c_str());
@@ -115,7 +116,8 @@ TEST_F(AdminCommandsTest, EraseConfirmedShredsThePatientAndIsAudited) {
   {
     RawSqlite raw(Path());
     EXPECT_EQ(raw.Text("SELECT actor_id || ' ' || actor_role || ' ' || actor_source || ' ' || "
-                       "action FROM audit WHERE patient_id = '" + patient + "'"),
+                       "action FROM audit WHERE patient_id = '" +
+                       patient + "'"),
               "dpo-anna administrator cli erasure");
   }
   // The log still verifies; export names the erased patient and writes the others.
@@ -129,7 +131,8 @@ TEST_F(AdminCommandsTest, EraseConfirmedShredsThePatientAndIsAudited) {
   CliRun unknown = Isoguard({"erase", "--patient", "nobody", "--db", Db(), "--yes"});
   EXPECT_EQ(unknown.code, kExitBadInput);
   EXPECT_NE(unknown.err.find("--patient"), std::string::npos) << unknown.err;
-  CliRun no_store = Isoguard({"erase", "--patient", patient, "--db", dir_.File("none.db"), "--yes"});
+  CliRun no_store =
+      Isoguard({"erase", "--patient", patient, "--db", dir_.File("none.db"), "--yes"});
   EXPECT_EQ(no_store.code, kExitBadInput);
   EXPECT_NE(no_store.err.find("--db"), std::string::npos) << no_store.err;
 }
@@ -145,7 +148,8 @@ TEST_F(AdminCommandsTest, RebuildRepairsADeletedAndAGarbledStateAndNothingElse) 
   const std::string before = Open(Db())->ReadState(patients_[2])->record_json;
   {
     RawSqlite raw(Path());
-    ASSERT_TRUE(Ok(raw.Exec("DELETE FROM patient_state WHERE patient_id = '" + patients_[0] + "'")));
+    ASSERT_TRUE(
+        Ok(raw.Exec("DELETE FROM patient_state WHERE patient_id = '" + patients_[0] + "'")));
     ASSERT_TRUE(Ok(raw.Exec("UPDATE patient_state SET state = x'0200' WHERE patient_id = '" +
                             patients_[2] + "'")));
   }
@@ -236,8 +240,8 @@ TEST_F(AdminCommandsTest, BackupAndRestoreNeverOverwrite) {
   CliRun over = Isoguard({"restore", "--from", backup, "--db", Db()});
   EXPECT_EQ(over.code, kExitBadInput) << over.out << over.err;
   EXPECT_EQ(Isoguard({"export", "--db", Db()}).out, before);
-  CliRun missing = Isoguard({"restore", "--from", dir_.File("none.db"), "--db",
-                          "sqlite:" + dir_.File("new.db")});
+  CliRun missing = Isoguard(
+      {"restore", "--from", dir_.File("none.db"), "--db", "sqlite:" + dir_.File("new.db")});
   EXPECT_EQ(missing.code, kExitBadInput);
   EXPECT_NE(missing.err.find("--from"), std::string::npos) << missing.err;
   EXPECT_FALSE(std::filesystem::exists(dir_.File("new.db")));

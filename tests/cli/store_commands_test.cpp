@@ -126,11 +126,12 @@ TEST_F(StoreCommandsTest, ExportIsOneLineAPatientAndSkipsTheErased) {
     ASSERT_TRUE(opened.ok());
     ASSERT_TRUE((*opened)
                     ->Append(store::testing::Request(
-                        "p-lines", {"{\n  \"type\": \"patient\",\n  \"id\": \"p-lines\",\n"
-                                    "  \"birth_date\": \"2000-05-14\", \"jurisdiction\": \"US\",\n"
-                                    "  \"category\": \"cannot_get_pregnant\"\n}",
-                                    "{\"type\": \"weight\",\r\n \"at\": \"2026-09-01T10:00:00Z\","
-                                    " \"kg\": 60, \"id\": \"w-1\"}"},
+                        "p-lines",
+                        {"{\n  \"type\": \"patient\",\n  \"id\": \"p-lines\",\n"
+                         "  \"birth_date\": \"2000-05-14\", \"jurisdiction\": \"US\",\n"
+                         "  \"category\": \"cannot_get_pregnant\"\n}",
+                         "{\"type\": \"weight\",\r\n \"at\": \"2026-09-01T10:00:00Z\","
+                         " \"kg\": 60, \"id\": \"w-1\"}"},
                         0))
                     .ok());
     ASSERT_TRUE((*opened)->ErasePatient(erased, store::testing::TestActor()).ok());

@@ -315,8 +315,8 @@ TEST(EntryCodec, AForkedChildNeverReusesItsParentsBufferedNonces) {
   if (child == 0) {
     std::array<unsigned char, 24> nonce{};
     FreshNonce(nonce.data());
-    const bool sent = ::write(pipe_fds[1], nonce.data(), nonce.size()) ==
-                      static_cast<ssize_t>(nonce.size());
+    const bool sent =
+        ::write(pipe_fds[1], nonce.data(), nonce.size()) == static_cast<ssize_t>(nonce.size());
     ::_exit(sent ? 0 : 1);
   }
   ::close(pipe_fds[1]);

@@ -747,7 +747,8 @@ TEST_P(EventStoreConformance, RebuildOfAConsistentStoreRepairsNothingAndChangesN
 // A correction is a new entry naming the one it corrects; the original stays as it was, and
 // the engine, reading the patient's state, treats the corrected event as never recorded.
 TEST_P(EventStoreConformance, CorrectionIsANewEntryAndTheEngineHonoursIt) {
-  std::ifstream file(std::string(ISOGUARD_SOURCE_DIR) + "/examples/us-2026-first-prescription.json");
+  std::ifstream file(std::string(ISOGUARD_SOURCE_DIR) +
+                     "/examples/us-2026-first-prescription.json");
   std::stringstream text;
   text << file.rdbuf();
   json::object example = json::parse(text.str()).as_object();
@@ -755,7 +756,8 @@ TEST_P(EventStoreConformance, CorrectionIsANewEntryAndTheEngineHonoursIt) {
   const std::string id(patient.at("id").as_string());
   patient.emplace("type", "patient");
   std::vector<std::string> entries{json::serialize(patient)};
-  for (const json::value& e : example.at("events").as_array()) entries.push_back(json::serialize(e));
+  for (const json::value& e : example.at("events").as_array())
+    entries.push_back(json::serialize(e));
   ASSERT_TRUE(Ok(store().Append(Request(id, entries, 0))));
 
   auto rulebook = LoadRulebook(ISOGUARD_SOURCE_DIR);
@@ -783,9 +785,9 @@ TEST_P(EventStoreConformance, CorrectionIsANewEntryAndTheEngineHonoursIt) {
   }
   ASSERT_NE(test, nullptr);
   const StoredEntry original = *test;
-  ASSERT_TRUE(Ok(store().Append(Request(
-      id, {R"({"type":"entered_in_error","at":"2026-09-12T09:00:00-04:00","target":")" +
-           original.event_id + R"("})"}))));
+  ASSERT_TRUE(Ok(store().Append(
+      Request(id, {R"({"type":"entered_in_error","at":"2026-09-12T09:00:00-04:00","target":")" +
+                   original.event_id + R"("})"}))));
 
   auto corrected = store().ReadStream(id);
   ASSERT_TRUE(Ok(corrected));

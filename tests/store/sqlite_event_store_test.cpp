@@ -490,16 +490,19 @@ TEST(SqliteProjections, RebuildRepairsADeletedAndAGarbledRowAndRemovesAnOrphan) 
     RawSqlite db(path);
     ASSERT_TRUE(Ok(db.Exec("DELETE FROM patient_state WHERE patient_id = 'p-1'")));
     // One byte of the sealed state flipped: the row no longer opens.
-    ASSERT_TRUE(Ok(db.Exec("UPDATE patient_state SET state = CAST(substr(state, 1, 40) || "
-                           "CASE WHEN substr(state, 41, 1) = x'00' THEN x'01' ELSE x'00' END || "
-                           "substr(state, 42) AS BLOB) WHERE patient_id = 'p-2'")));
+    ASSERT_TRUE(
+        Ok(db.Exec("UPDATE patient_state SET state = CAST(substr(state, 1, 40) || "
+                   "CASE WHEN substr(state, 41, 1) = x'00' THEN x'01' ELSE x'00' END || "
+                   "substr(state, 42) AS BLOB) WHERE patient_id = 'p-2'")));
     ASSERT_EQ(db.Text("SELECT count(*) FROM patient_state"), "2");
     // A row with no stream behind it, as only SQL with the foreign keys off can leave.
-    ASSERT_TRUE(Ok(db.Exec("PRAGMA foreign_keys = OFF; INSERT INTO patient_state VALUES "
-                           "('ghost', 1, 1, x'00')")));
+    ASSERT_TRUE(
+        Ok(db.Exec("PRAGMA foreign_keys = OFF; INSERT INTO patient_state VALUES "
+                   "('ghost', 1, 1, x'00')")));
   }
-  EXPECT_TRUE(Fails(store->ReadState("p-1"), ErrorKind::kInternal, "", "patient p-1: the state "
-                                                                        "is missing"));
+  EXPECT_TRUE(Fails(store->ReadState("p-1"), ErrorKind::kInternal, "",
+                    "patient p-1: the state "
+                    "is missing"));
   EXPECT_TRUE(Fails(store->ReadState("p-2"), ErrorKind::kInternal, "", "patient p-2"));
 
   auto report = store->RebuildProjections();
@@ -586,8 +589,9 @@ TEST(SqliteProjections, TheStateRowIsASnapshotAndReadsFoldInTheNewestEntries) {
     ASSERT_TRUE(Ok(store->Append(Request("p-long", {WeightEntry(60)}, 301 + i))));
     RawSqlite raw(path);
     const int64_t version = 302 + i;
-    const int64_t lag = version - std::stoll(raw.Text(
-                                      "SELECT version FROM patient_state WHERE patient_id = 'p-long'"));
+    const int64_t lag =
+        version -
+        std::stoll(raw.Text("SELECT version FROM patient_state WHERE patient_id = 'p-long'"));
     lag_seen = std::max(lag_seen, lag);
     EXPECT_LT(lag, version / 8);  // the interval is (events + 1) / 8 for this stream
   }
@@ -743,9 +747,13 @@ struct RecordCase {
 
 RecordCase ExampleRecord(const std::string& patient) {
   RecordCase c;
-  c.entries = {PatientEntry(patient), PrescriptionEntry("rx-1"), DispenseEntry("rx-1"),
-               WeightEntry(58.5), R"({"type": "weight", "id": null, "at": "2026-09-03T10:00:00Z", "kg": 59})",
-               R"({"type": "weight", "id": ")" + patient + R"(-4", "at": "2026-08-01T10:00:00Z", "kg": 57})"};
+  c.entries = {PatientEntry(patient),
+               PrescriptionEntry("rx-1"),
+               DispenseEntry("rx-1"),
+               WeightEntry(58.5),
+               R"({"type": "weight", "id": null, "at": "2026-09-03T10:00:00Z", "kg": 59})",
+               R"({"type": "weight", "id": ")" + patient +
+                   R"(-4", "at": "2026-08-01T10:00:00Z", "kg": 57})"};
   json::object patient_object = json::parse(c.entries[0]).as_object();
   patient_object.erase("type");
   json::array events;
@@ -869,17 +877,17 @@ TEST(SqlitePreparedAppend, ABadRecordIsRefusedNamingTheField) {
   bad.at("events").as_array()[2].as_object()["kg"] = 0;
   EXPECT_TRUE(Fails(SqliteEventStore::PrepareRecord(json::serialize(bad), options),
                     ErrorKind::kBadInput, "events[2].kg"));
-  EXPECT_TRUE(
-      Fails(SqliteEventStore::PrepareRecord("{not json", options), ErrorKind::kBadInput, "",
-            "not valid JSON"));
+  EXPECT_TRUE(Fails(SqliteEventStore::PrepareRecord("{not json", options), ErrorKind::kBadInput, "",
+                    "not valid JSON"));
   EXPECT_TRUE(Fails(SqliteEventStore::PrepareRecord("[1]", options), ErrorKind::kBadInput, "",
                     "must be a JSON object"));
   const std::string long_id(kMaxPatientIdBytes + 1, 'p');
-  EXPECT_TRUE(Fails(SqliteEventStore::PrepareRecord(
-                        R"({"patient":{"id":")" + long_id +
-                            R"(","birth_date":"2000-05-14","jurisdiction":"US","category":"cannot_get_pregnant"},"events":[]})",
-                        options),
-                    ErrorKind::kBadInput, "patient_id", "at most 256"));
+  EXPECT_TRUE(Fails(
+      SqliteEventStore::PrepareRecord(
+          R"({"patient":{"id":")" + long_id +
+              R"(","birth_date":"2000-05-14","jurisdiction":"US","category":"cannot_get_pregnant"},"events":[]})",
+          options),
+      ErrorKind::kBadInput, "patient_id", "at most 256"));
   // A record at the format's limit of 10,000 events is one append (with its patient entry, at
   // the store's limit of entries per append); one event more is the record's error.
   auto with_events = [](size_t n) {
@@ -937,7 +945,8 @@ TEST(SqlitePreparedAppend, EscapedKeysAndAPatientTypeTakeTheGeneralWay) {
     expected.at("patient").as_object().erase("type");
     for (json::value& e : expected.at("events").as_array()) {
       if (!e.as_object().contains("id")) {
-        e.as_object()["id"] = id + "-" + std::to_string(&e - expected.at("events").as_array().data() + 2);
+        e.as_object()["id"] =
+            id + "-" + std::to_string(&e - expected.at("events").as_array().data() + 2);
       }
     }
     EXPECT_EQ(json::parse(state->record_json), expected) << state->record_json;

@@ -423,14 +423,16 @@ Status FoldTail(const Statement& tail_rows, sqlite3* db, std::string_view patien
     if (auto st = ReadRow(q, row); !st.ok()) {
       return Error::Internal("patient " + std::string(patient) + ": " + st.error().message);
     }
-    const std::string name = "patient " + row.patient_id + " version " + std::to_string(row.version);
+    const std::string name =
+        "patient " + row.patient_id + " version " + std::to_string(row.version);
     if (row.version != version + 1) {
       return Error::Internal(name + ": out of sequence (expected version " +
                              std::to_string(version + 1) + ")");
     }
     if (EntryHash(row) != row.hash) {
-      return Error::Internal(name + ": hash does not match the entry (it was changed after it "
-                                    "was written)");
+      return Error::Internal(name +
+                             ": hash does not match the entry (it was changed after it "
+                             "was written)");
     }
     auto entry = DecodeEntry(row, &key, options);
     if (!entry.ok()) return entry.error();
@@ -450,14 +452,13 @@ Status FoldTail(const Statement& tail_rows, sqlite3* db, std::string_view patien
 // Verify names the entry, and RebuildProjections writes the row once the stream is repaired.
 Status BuildStates(Connection& db, const ParseOptions& read_options) {
   Statement rows, key_query, insert;
-  if (auto st = PrepareAll(
-          db.get(),
-          {{&rows, "SELECT " + std::string(kEntryColumns) +
-                       " FROM entries ORDER BY patient_id, version"},
-           {&key_query, "SELECT key FROM patient_keys WHERE patient_id = ?1"},
-           {&insert,
-            "INSERT INTO patient_state (patient_id, version, position, state) "
-            "VALUES (?1, ?2, ?3, ?4)"}});
+  if (auto st =
+          PrepareAll(db.get(), {{&rows, "SELECT " + std::string(kEntryColumns) +
+                                            " FROM entries ORDER BY patient_id, version"},
+                                {&key_query, "SELECT key FROM patient_keys WHERE patient_id = ?1"},
+                                {&insert,
+                                 "INSERT INTO patient_state (patient_id, version, position, state) "
+                                 "VALUES (?1, ?2, ?3, ?4)"}});
       !st.ok()) {
     return st;
   }
@@ -546,8 +547,7 @@ Status Migrate(Connection& db, const std::string& path, const ParseOptions& read
     }
     if (v == 3) {
       if (auto st = BuildStates(db, read_options); !st.ok()) {
-        return fail(Error::Internal("migration to schema version 3 failed: " +
-                                    st.error().message));
+        return fail(Error::Internal("migration to schema version 3 failed: " + st.error().message));
       }
     }
     const std::string set = "PRAGMA user_version = " + std::to_string(v) +
@@ -798,8 +798,7 @@ Status SqliteEventStore::Impl::PrepareWriter() {
            "INSERT INTO audit (action, patient_id, actor_id, actor_role, actor_source, at_ms) "
            "VALUES ('erasure', ?1, ?2, ?3, ?4, ?5)"},
           {&delete_key, "DELETE FROM patient_keys WHERE patient_id = ?1"},
-          {&find_state,
-           "SELECT version, state, position FROM patient_state WHERE patient_id = ?1"},
+          {&find_state, "SELECT version, state, position FROM patient_state WHERE patient_id = ?1"},
           {&upsert_state,
            "INSERT INTO patient_state (patient_id, version, position, state) "
            "VALUES (?1, ?2, ?3, ?4) ON CONFLICT (patient_id) DO UPDATE SET "
@@ -1139,8 +1138,7 @@ Result<AppendResult> SqliteEventStore::Impl::ApplyAppend(WriteRequest& request,
   }
   result.last_version = row.version;
   // A new snapshot when there is none yet, or once SnapshotInterval entries stand behind it.
-  if (snapshot_version == 0 ||
-      result.last_version - snapshot_version >= SnapshotInterval(*state)) {
+  if (snapshot_version == 0 || result.last_version - snapshot_version >= SnapshotInterval(*state)) {
     if (auto st = WriteState(patient, result.last_version, result.last_position,
                              SealState(*key, patient, result.last_version, *state));
         !st.ok()) {
@@ -1173,14 +1171,15 @@ Result<AppendResult> SqliteEventStore::Impl::ApplyAppend(WriteRequest& request,
   return result;
 }
 
-
 // ---- Projections, in the writer's transaction
 
 // The stream's rows folded afresh, each checked as a read checks it; nullopt when the stream
 // has no entries.
-Result<std::optional<StreamFold>> SqliteEventStore::Impl::FoldFromLog(
-    std::string_view patient, const PatientKey& key, int64_t capture_version, StateText* captured,
-    int64_t* captured_position) {
+Result<std::optional<StreamFold>> SqliteEventStore::Impl::FoldFromLog(std::string_view patient,
+                                                                      const PatientKey& key,
+                                                                      int64_t capture_version,
+                                                                      StateText* captured,
+                                                                      int64_t* captured_position) {
   StreamFold fold;
   EntryRow row;
   Use q(writer_stream_rows);
@@ -1291,8 +1290,8 @@ Status SqliteEventStore::Impl::ApplyRebuild(RebuildBatch& batch) {
     }
     StateText at_stored;
     int64_t position_at_stored = -1;
-    auto fold = FoldFromLog(patient, **key, stored_version.value_or(-1), &at_stored,
-                            &position_at_stored);
+    auto fold =
+        FoldFromLog(patient, **key, stored_version.value_or(-1), &at_stored, &position_at_stored);
     if (!fold.ok()) return fold.error();
     if (!fold->has_value()) {  // a stream without entries has no state
       if (auto st = remove(patient); !st.ok()) return st;
@@ -1872,7 +1871,8 @@ Result<std::vector<SqliteEventStore::StreamStart>> SqliteEventStore::ListStreams
   Use q(reader->stream_starts);
   q.Bind(1, after_position).Bind(2, static_cast<int64_t>(limit));
   int rc;
-  while ((rc = q.Step()) == SQLITE_ROW) out.push_back(StreamStart{q.Int(0), std::string(q.Text(1))});
+  while ((rc = q.Step()) == SQLITE_ROW)
+    out.push_back(StreamStart{q.Int(0), std::string(q.Text(1))});
   if (rc != SQLITE_DONE) return SqliteError(reader->db.get(), "listing the streams");
   return out;
 }
@@ -1947,13 +1947,15 @@ Status SqliteEventStore::Restore(const std::string& backup_path, const std::stri
     return fs::exists(file, ec) && (!fs::is_regular_file(file, ec) || fs::file_size(file, ec) > 0);
   };
   if (holds_data(path)) {
-    return Error::BadInput("already holds data; a restore never overwrites (restore into a new "
-                           "path, or move the file away first)",
-                           "db");
+    return Error::BadInput(
+        "already holds data; a restore never overwrites (restore into a new "
+        "path, or move the file away first)",
+        "db");
   }
   if (holds_data(path + "-wal")) {
-    return Error::BadInput("a write-ahead log " + path + "-wal is there without its database; "
-                           "move it away before restoring",
+    return Error::BadInput("a write-ahead log " + path +
+                               "-wal is there without its database; "
+                               "move it away before restoring",
                            "db");
   }
   if (!fs::is_regular_file(backup_path, ec)) {
@@ -2005,8 +2007,7 @@ Status SqliteEventStore::Restore(const std::string& backup_path, const std::stri
   if (version > kSqliteSchemaVersion) {
     close_source();
     return Error::BadInput("the backup has schema version " + std::to_string(version) +
-                               ", newer than this build's " +
-                               std::to_string(kSqliteSchemaVersion),
+                               ", newer than this build's " + std::to_string(kSqliteSchemaVersion),
                            "backup");
   }
 
