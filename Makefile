@@ -1,5 +1,6 @@
 # isoguard — the two commands of the README, and a few helpers.
-#   make demo   install dependencies, build, and show the engine on the shipped examples
+#   make demo   install dependencies, build, and serve the demo on http://127.0.0.1:8080
+#   make tour   the engine on the shipped examples, from the command line
 #   make test   install dependencies, build (release and ASan+UBSan), run every test
 SHELL := /bin/bash
 JOBS ?= $(shell nproc)
@@ -7,7 +8,7 @@ BUILD := build/release
 BUILD_SAN := build/sanitize
 ISOGUARD := $(BUILD)/isoguard
 
-.PHONY: all bootstrap build build-san demo test test-san bench format clean
+.PHONY: all bootstrap build build-san demo tour test test-san bench format clean
 
 all: build
 
@@ -24,7 +25,12 @@ build-san: bootstrap
 	  -DISOGUARD_BENCH=OFF >/dev/null
 	@cmake --build $(BUILD_SAN) -j $(JOBS) --target isoguard_tests
 
+# demo.db (SQLite): a synthetic cohort through the real import path, an account per role with
+# its token printed, and `isoguard serve` on 127.0.0.1:8080; an existing demo.db is reused.
 demo: build
+	@scripts/demo $(ISOGUARD) demo.db 127.0.0.1:8080
+
+tour: build
 	@echo "== isoguard programs"
 	@$(ISOGUARD) programs
 	@echo

@@ -20,6 +20,7 @@
 #include "cli/admin_commands.h"
 #include "cli/batch.h"
 #include "cli/cli_support.h"
+#include "cli/serve_command.h"
 #include "cli/store_commands.h"
 #include "cli/synth.h"
 #include "core/json_writer.h"
@@ -292,6 +293,50 @@ int RunCli(const std::vector<std::string>& args, std::istream& in, std::ostream&
   restore_cmd->add_option("--db", store_db,
                           "sqlite:PATH or postgresql://... (default isoguard.db)");
 
+  ServeOptions serve;
+  auto* serve_cmd = app.add_subcommand("serve", "Serve the HTTP API");
+  serve_cmd->add_option("--db", store_db, "sqlite:PATH or postgresql://... (default isoguard.db)");
+  serve_cmd->add_option("--listen", serve.listen, "host:port (default 127.0.0.1:8080)");
+  serve_cmd->add_option("--tls-cert", serve.tls_cert, "PEM certificate chain (with --tls-key)");
+  serve_cmd->add_option("--tls-key", serve.tls_key, "PEM private key (with --tls-cert)");
+  serve_cmd->add_option("--workers", serve.workers, "Handler threads (default two per core)");
+  serve_cmd->add_option("--max-queue", serve.max_queue,
+                        "Requests waiting for a handler before 503 (default 512)");
+  serve_cmd->add_flag("--quiet", serve.quiet, "No log line per request");
+
+  AdminOptions admin;
+  auto* admin_cmd = app.add_subcommand("admin", "Accounts and organisations of the service");
+  admin_cmd->require_subcommand(1);
+  admin_cmd->add_option("--db", store_db, "sqlite:PATH or postgresql://... (default isoguard.db)");
+  auto* create_org = admin_cmd->add_subcommand("create-org", "Add a clinic, pharmacy or program");
+  create_org->add_option("--id", admin.id, "Organisation id")->required();
+  create_org->add_option("--kind", admin.kind, "clinic, pharmacy or program")->required();
+  create_org->add_option("--name", admin.name, "Display name");
+  create_org->add_option("--jurisdiction", admin.jurisdiction, "US, EU or UK")->required();
+  auto* create_user = admin_cmd->add_subcommand("create-user", "Add an account; prints its token");
+  create_user->add_option("--id", admin.id, "Account id")->required();
+  create_user->add_option("--org", admin.org, "Organisation id")->required();
+  create_user
+      ->add_option("--role", admin.role, "prescriber, clinic_staff, pharmacist, patient or admin")
+      ->required();
+  create_user->add_option("--name", admin.name, "Display name");
+  create_user->add_option("--patient", admin.patient, "The patient (role patient)");
+  create_user->add_flag("--password-stdin", admin.password_stdin,
+                        "Read a password for web sign-in from standard input");
+  create_user->add_option("--ttl-days", admin.ttl_days, "Token lifetime in days (default 90)");
+  auto* token = admin_cmd->add_subcommand("token", "Issue a new API token for an account");
+  token->add_option("--id", admin.id, "Account id")->required();
+  token->add_option("--label", admin.label, "What the token is for");
+  token->add_option("--ttl-days", admin.ttl_days, "Token lifetime in days (default 90)");
+  auto* disable_user = admin_cmd->add_subcommand("disable-user", "Disable an account");
+  disable_user->add_option("--id", admin.id, "Account id")->required();
+  auto* enable_user = admin_cmd->add_subcommand("enable-user", "Enable an account again");
+  enable_user->add_option("--id", admin.id, "Account id")->required();
+  auto* link_patients = admin_cmd->add_subcommand(
+      "link-patients", "Put every patient not yet in a clinic's care in this clinic's");
+  link_patients->add_option("--org", admin.org, "Clinic id")->required();
+  link_patients->add_option("--prescriber", admin.prescriber, "The patients' prescriber");
+
   std::vector<std::string> reversed(args.rbegin(), args.rend());
   try {
     app.parse(reversed);
@@ -341,6 +386,16 @@ int RunCli(const std::vector<std::string>& args, std::istream& in, std::ostream&
       import_options.parse = MakeParseOptions(**rulebook);
       import_options.progress = &err == &std::cerr && isatty(STDERR_FILENO) == 1;
       return RunImport(import_options, err);
+    }
+    if (serve_cmd->parsed()) {
+      serve.db = store_db;
+      serve.data_dir = DataDir(data_dir);
+      return RunServe(**rulebook, MakeParseOptions(**rulebook), serve, out, err);
+    }
+    if (admin_cmd->parsed()) {
+      admin.db = store_db;
+      for (auto* sub : admin_cmd->get_subcommands()) admin.command = sub->get_name();
+      return RunAdmin(**rulebook, MakeParseOptions(**rulebook), admin, in, out, err);
     }
     if (evaluate->parsed()) return RunEvaluate(**rulebook, eval, out, err);
     if (dose->parsed()) return RunDose(**rulebook, weight_kg, mg_per_kg, product, target, out, err);

@@ -11,7 +11,9 @@ namespace isoguard {
 
 int Fail(std::ostream& err, const Error& error) {
   err << "isoguard: " << error.ToString() << "\n";
-  return error.kind == ErrorKind::kInternal ? kExitInternal : kExitBadInput;
+  const bool environment =
+      error.kind == ErrorKind::kInternal || error.kind == ErrorKind::kUnavailable;
+  return environment ? kExitInternal : kExitBadInput;
 }
 
 bool IsPostgresUrl(const std::string& db) {

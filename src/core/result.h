@@ -19,6 +19,11 @@ enum class ErrorKind {
   kNotFound,  // something named by the caller does not exist (CLI exit 2)
   kConflict,  // the caller's view is stale: a stream moved on since it was read (retry)
   kInternal,  // a bug or an environment failure (CLI exit 1)
+  // The service's own kinds (src/server maps every kind to an HTTP status in one place).
+  kUnauthenticated,     // no credentials, or credentials that are unknown, expired or revoked
+  kForbidden,           // authenticated, but this role or organisation may not do this
+  kPreconditionFailed,  // If-Match named a version the resource is no longer at
+  kUnavailable,         // overloaded, or storage that cannot take writes now (full, read-only)
 };
 
 struct Error {
@@ -37,6 +42,18 @@ struct Error {
   }
   static Error Internal(std::string message, std::string field = {}) {
     return Error{ErrorKind::kInternal, std::move(message), std::move(field)};
+  }
+  static Error Unauthenticated(std::string message, std::string field = {}) {
+    return Error{ErrorKind::kUnauthenticated, std::move(message), std::move(field)};
+  }
+  static Error Forbidden(std::string message, std::string field = {}) {
+    return Error{ErrorKind::kForbidden, std::move(message), std::move(field)};
+  }
+  static Error PreconditionFailed(std::string message, std::string field = {}) {
+    return Error{ErrorKind::kPreconditionFailed, std::move(message), std::move(field)};
+  }
+  static Error Unavailable(std::string message, std::string field = {}) {
+    return Error{ErrorKind::kUnavailable, std::move(message), std::move(field)};
   }
 
   // "events[3].kg: must be in (0, 500]" — the field first when there is one.

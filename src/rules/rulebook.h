@@ -194,12 +194,38 @@ struct InteractionClass {
   std::vector<std::string> names;         // normalized (NormalizeMedicationName), whole words
 };
 
+// knowledge/safety.toml: what the service does when a safety event cannot wait.
+struct CrisisResource {
+  Jurisdiction jurisdiction = Jurisdiction::kUS;
+  std::string service;  // "988 Suicide & Crisis Lifeline"
+  std::string phone;    // "988"
+  std::string how;      // a sentence the patient can act on
+};
+
+struct SeriousEffect {
+  std::string code;  // "liver"
+  std::string title;
+  std::vector<std::string> terms;  // normalized (NormalizeMedicationName), whole words
+};
+
+struct SafetyKnowledge {
+  double storage_min_celsius = 0;
+  double storage_max_celsius = 0;
+  std::vector<CrisisResource> crisis;  // one per jurisdiction
+  std::vector<SeriousEffect> serious_effects;
+
+  const CrisisResource* FindCrisis(Jurisdiction j) const;
+  // The serious effect a reported adverse-event term names, if any.
+  const SeriousEffect* MatchSeriousEffect(std::string_view term) const;
+};
+
 struct Knowledge {
   std::array<ProductInfo, kProductCount> products{};
   TreatmentKnowledge treatment;
   std::vector<LabFamily> lab_families;
   MoodKnowledge mood;
   std::vector<InteractionClass> interactions;
+  SafetyKnowledge safety;
 
   const ProductInfo& product(Product p) const { return products[static_cast<size_t>(p)]; }
 };

@@ -42,6 +42,23 @@ std::string_view ToString(Severity s) {
   return "?";
 }
 
+const CrisisResource* SafetyKnowledge::FindCrisis(Jurisdiction j) const {
+  for (const CrisisResource& r : crisis) {
+    if (r.jurisdiction == j) return &r;
+  }
+  return nullptr;
+}
+
+const SeriousEffect* SafetyKnowledge::MatchSeriousEffect(std::string_view term) const {
+  const std::string normalized = NormalizeMedicationName(term);
+  for (const SeriousEffect& e : serious_effects) {
+    for (const std::string& t : e.terms) {
+      if (ContainsWholeWords(normalized, t)) return &e;
+    }
+  }
+  return nullptr;
+}
+
 const Program* Rulebook::FindProgram(std::string_view id) const {
   for (const Program& program : programs) {
     if (program.id == id) return &program;
@@ -1148,6 +1165,81 @@ void ReadInteractions(TableReader& top, Knowledge& k) {
   top.Finish();
 }
 
+// Storage temperatures are typo-guarded to what a pharmacy room can be.
+constexpr double kMaxStorageCelsius = 60;
+
+void ReadSafety(TableReader& top, Knowledge& k) {
+  SafetyKnowledge& safety = k.safety;
+  TableReader storage = top.Table("storage");
+  safety.storage_min_celsius = storage.PositiveNumber("min_celsius");
+  safety.storage_max_celsius = storage.PositiveNumber("max_celsius");
+  if (storage.doc().ok() && (safety.storage_max_celsius <= safety.storage_min_celsius ||
+                             safety.storage_max_celsius > kMaxStorageCelsius)) {
+    storage.Fail("max_celsius", "must be above min_celsius and at most " +
+                                    std::to_string(static_cast<int>(kMaxStorageCelsius)));
+  }
+  storage.Provenance();
+  storage.Finish();
+
+  const toml::array* crisis = top.Array("crisis", /*allow_empty=*/false);
+  for (size_t i = 0; crisis != nullptr && i < crisis->size(); ++i) {
+    std::string path = top.ElementPath("crisis", i);
+    const toml::table* table = crisis->get(i)->as_table();
+    if (table == nullptr) {
+      top.doc().Fail(path, "must be a table");
+      break;
+    }
+    TableReader t(top.doc(), table, path);
+    CrisisResource r;
+    r.jurisdiction = t.Enum("jurisdiction", Names(JurisdictionNames()), "jurisdiction");
+    if (t.doc().ok() && safety.FindCrisis(r.jurisdiction) != nullptr) {
+      t.Fail("jurisdiction", "a second crisis resource for the same jurisdiction");
+    }
+    r.service = t.String("service");
+    r.phone = t.String("phone");
+    r.how = t.String("how");
+    t.Provenance();
+    t.Finish();
+    safety.crisis.push_back(std::move(r));
+  }
+  for (const auto& j : JurisdictionNames()) {
+    if (top.doc().ok() && safety.FindCrisis(j.value) == nullptr) {
+      top.Fail("crisis", "no crisis resource for the jurisdiction " + std::string(j.name));
+    }
+  }
+
+  const toml::array* effects = top.Array("serious_effects", /*allow_empty=*/false);
+  std::map<std::string, std::string, std::less<>> term_owner;  // normalized term -> code
+  for (size_t i = 0; effects != nullptr && i < effects->size(); ++i) {
+    std::string path = top.ElementPath("serious_effects", i);
+    const toml::table* table = effects->get(i)->as_table();
+    if (table == nullptr) {
+      top.doc().Fail(path, "must be a table");
+      break;
+    }
+    TableReader t(top.doc(), table, path);
+    SeriousEffect e;
+    e.code = t.String("code");
+    e.title = t.String("title");
+    for (const std::string& term : t.StringList("terms", /*allow_empty=*/false)) {
+      std::string normalized = NormalizeMedicationName(term);
+      if (normalized.size() < kMinMedicationNameLength) {
+        t.Fail("terms", Quoted(term) + " is too short to match as whole words");
+        continue;
+      }
+      if (auto [it, inserted] = term_owner.emplace(normalized, e.code); !inserted) {
+        t.Fail("terms", Quoted(term) + " is already a term of " + Quoted(it->second));
+        continue;
+      }
+      e.terms.push_back(std::move(normalized));
+    }
+    t.Provenance();
+    t.Finish();
+    safety.serious_effects.push_back(std::move(e));
+  }
+  top.Finish();
+}
+
 // Parses one knowledge file and hands its root to `read`.
 template <typename ReadFn>
 Status LoadKnowledgeFile(const std::filesystem::path& data_dir, std::string_view file_name,
@@ -1240,6 +1332,11 @@ Result<Rulebook> LoadRulebook(const std::string& data_dir) {
   }
   if (Status s = LoadKnowledgeFile(root, "interactions.toml",
                                    [&k](TableReader& top) { ReadInteractions(top, k); });
+      !s.ok()) {
+    return s.error();
+  }
+  if (Status s =
+          LoadKnowledgeFile(root, "safety.toml", [&k](TableReader& top) { ReadSafety(top, k); });
       !s.ok()) {
     return s.error();
   }

@@ -26,6 +26,7 @@
 
 #include "store/detail/group_commit.h"
 #include "store/entry_codec.h"
+#include "store/postgres/pg_url.h"
 #include "store/projection.h"
 
 extern char** environ;
@@ -213,52 +214,10 @@ std::string Shown(std::string_view s) {
 // The URL: its parts, and how it is shown.
 // ===========================================================================================
 
-// The connection options a URL sets (libpq parses it: any URI or key=value string it accepts).
-Result<std::vector<std::pair<std::string, std::string>>> UrlOptions(const std::string& url) {
-  char* message = nullptr;
-  PQconninfoOption* options = PQconninfoParse(url.c_str(), &message);
-  if (options == nullptr) {
-    std::string text = message != nullptr ? message : "out of memory";
-    PQfreemem(message);
-    while (!text.empty() && text.back() == '\n') text.pop_back();
-    return Error::BadInput("is not a PostgreSQL URL libpq accepts: " + text, "db");
-  }
-  std::vector<std::pair<std::string, std::string>> out;
-  for (PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
-    if (o->val != nullptr) out.emplace_back(o->keyword, o->val);
-  }
-  PQconninfoFree(options);
-  return out;
-}
-
-std::string OptionOf(const std::vector<std::pair<std::string, std::string>>& options,
-                     std::string_view keyword) {
-  for (const auto& [k, v] : options) {
-    if (k == keyword) return v;
-  }
-  return {};
-}
-
-// Removes every copy of `secret` from `text`.
-std::string Redact(std::string text, const std::string& secret) {
-  if (secret.empty()) return text;
-  for (size_t at = text.find(secret); at != std::string::npos; at = text.find(secret, at + 3)) {
-    text.replace(at, secret.size(), "***");
-  }
-  return text;
-}
-
-// "the database NAME on HOST:PORT", for messages: what names the store without the password.
-std::string DatabaseName(const std::string& url) {
-  auto options = UrlOptions(url);
-  if (!options.ok()) return "the PostgreSQL database";
-  const std::string db = OptionOf(*options, "dbname");
-  const std::string host = OptionOf(*options, "host");
-  const std::string port = OptionOf(*options, "port");
-  std::string out = "the database " + (db.empty() ? std::string("(default)") : db);
-  if (!host.empty()) out += " on " + host + (port.empty() ? "" : ":" + port);
-  return out;
-}
+using pg::DatabaseName;
+using pg::OptionOf;
+using pg::Redact;
+using pg::UrlOptions;
 
 // ===========================================================================================
 // Thin RAII over libpq.

@@ -1,0 +1,52 @@
+// Helpers shared by the service's translation units. Private to src/service.
+#pragma once
+
+#include <boost/json/object.hpp>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/result.h"
+#include "core/time.h"
+
+namespace isoguard::service::detail {
+
+// A random id: `prefix` then `chars` characters of Crockford's base32.
+std::string RandomId(std::string_view prefix, size_t chars);
+// The string member `key` of `o`, or "" when absent or not a string.
+std::string Str(const boost::json::object& o, std::string_view key);
+Result<boost::json::object> ParseObject(std::string_view text, std::string_view what);
+// Store errors name "entries[i].x": renamed to the caller's "<prefix>[i-offset].x", or to
+// "x" when `prefix` is empty.
+Error RenameEntryField(Error e, std::string_view prefix, size_t offset);
+
+// The authorizations of a patient's stream, read from its record (the contract JSON, where
+// the service's authorization events keep their pharmacy and pharmacist).
+struct StreamAuthorization {
+  std::string id;
+  std::string event_id;
+  std::string prescription_id;
+  std::string pharmacy_id;
+  std::string pharmacist_id;
+  Instant at{};
+  Instant dispense_by{};
+};
+
+struct AuthorizationScan {
+  std::vector<StreamAuthorization> authorizations;  // in the record's order
+  std::set<std::string, std::less<>> reversed;      // authorization ids
+  std::set<std::string, std::less<>> dispensed;     // authorization ids
+  std::set<std::string, std::less<>> dispensed_prescriptions;
+  std::set<std::string, std::less<>> withdrawn;  // event ids named by entered_in_error
+
+  bool IsClosed(const StreamAuthorization& a) const;
+  const StreamAuthorization* Find(std::string_view id) const;
+  // The authorization of the prescription that is neither reversed nor dispensed.
+  const StreamAuthorization* OpenFor(std::string_view prescription) const;
+  int ReversalsFor(std::string_view prescription) const;
+};
+
+AuthorizationScan ScanAuthorizations(std::string_view record_json);
+
+}  // namespace isoguard::service::detail

@@ -1,0 +1,837 @@
+// The REST API over real HTTP on loopback, against SQLite and the throwaway PostgreSQL
+// cluster: the flows of each role, exactly one authorization under concurrency, the safety
+// reactions, stock and storage, strict decoding of bad input, and the OpenAPI document.
+#include <gtest/gtest.h>
+#include <sodium.h>
+
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "api_test_support.h"
+#include "server/webhook_sender.h"
+
+namespace isoguard::server::testing {
+namespace {
+
+class ApiTest : public ::testing::TestWithParam<ApiBackend> {
+ protected:
+  void SetUp() override {
+    if (GetParam().postgres && !store::testing::PgUrlFile()) {
+      GTEST_SKIP() << "no PostgreSQL cluster: set ISOGUARD_TEST_PG_URL_FILE";
+    }
+    world_ = std::make_unique<ApiWorld>(GetParam());
+    world_->MakeWorld();
+  }
+
+  ApiWorld& w() { return *world_; }
+  const std::string& T(const std::string& who) { return w().tokens.at(who); }
+
+  Reply Post(const std::string& target, const std::string& who, const std::string& body,
+             std::vector<std::pair<std::string, std::string>> headers = {}) {
+    return w().Call("POST", target, who.empty() ? "" : T(who), body, std::move(headers));
+  }
+  Reply Get(const std::string& target, const std::string& who) {
+    return w().Call("GET", target, who.empty() ? "" : T(who));
+  }
+
+  // A patient who cannot get pregnant, counselled, weighed and with baseline labs, and a
+  // prescription of 40 mg a day for 30 days: the engine authorizes it at the test's now.
+  void EnrollReady(const std::string& patient, const std::string& clinician = "dr-a") {
+    auto r = Post(
+        "/v1/patients", clinician,
+        R"({"patient_id":")" + patient +
+            R"(","birth_date":"1995-03-02","jurisdiction":"US","category":"cannot_get_pregnant"})");
+    ASSERT_EQ(r.status, 201) << r.raw.body;
+    r = Post("/v1/patients/" + patient + "/events", clinician, R"({"events":[
+      {"type":"visit","at":"2026-09-14T12:00:00Z","counseled":true},
+      {"type":"weight","at":"2026-09-14T12:05:00Z","kg":62},
+      {"type":"lab","at":"2026-09-14T12:10:00Z","test":"TG","value":120,"unit":"mg/dL"},
+      {"type":"lab","at":"2026-09-14T12:10:00Z","test":"ALT","value":22,"unit":"U/L"},
+      {"type":"phq9","at":"2026-09-14T12:15:00Z","items":[0,0,0,0,0,0,0,0,0]}]})");
+    ASSERT_EQ(r.status, 201) << r.raw.body;
+    if (clinician == "dr-a" || clinician == "dr-b") {
+      r = Post(
+          "/v1/patients/" + patient + "/prescriptions", clinician,
+          R"({"id":"rx-1","product":"generic","doses_mg":[40],"days_supply":30,"refills":0,"at":"2026-09-14T12:20:00Z"})");
+      ASSERT_EQ(r.status, 201) << r.raw.body;
+    }
+  }
+
+  void AddLot(const std::string& pharmacist, const std::string& lot, const std::string& location,
+              const std::string& expiry = "2028-01-31", int strength = 40) {
+    auto r =
+        Post("/v1/stock/lots", pharmacist,
+             R"({"lot_id":")" + lot + R"(","product":"generic","strength_mg":)" +
+                 std::to_string(strength) + R"(,"lot_number":"MFR-)" + lot + R"(","expiry":")" +
+                 expiry + R"(","location":")" + location + R"(","quantity_capsules":500})");
+    ASSERT_EQ(r.status, 201) << r.raw.body;
+  }
+
+  int64_t Version(const std::string& patient) {
+    auto s = w().events().ReadState(patient);
+    EXPECT_TRUE(s.ok());
+    return s.ok() ? s->version : -1;
+  }
+
+  std::vector<std::string> TypesOf(const std::string& patient) {
+    std::vector<std::string> types;
+    auto stream = w().events().ReadStream(patient);
+    EXPECT_TRUE(stream.ok());
+    if (stream.ok()) {
+      for (const auto& e : stream->entries) types.push_back(e.type);
+    }
+    return types;
+  }
+
+  std::unique_ptr<ApiWorld> world_;
+};
+
+size_t Count(const std::vector<std::string>& v, const std::string& x) {
+  return static_cast<size_t>(std::count(v.begin(), v.end(), x));
+}
+
+TEST_P(ApiTest, PrescriberToPharmacyFlowEndsInTheStore) {
+  EnrollReady("p-1");
+  auto record = Get("/v1/patients/p-1", "dr-a");
+  ASSERT_EQ(record.status, 200) << record.raw.body;
+  EXPECT_EQ(*record.raw.header("etag"), "\"8\"");
+  EXPECT_EQ(record.obj().at("evaluation").at("authorization").at("decision"), "authorized");
+
+  auto auth =
+      Post("/v1/authorizations", "ph-a", R"({"patient_id":"p-1","prescription_id":"rx-1"})");
+  ASSERT_EQ(auth.status, 201) << auth.raw.body;
+  EXPECT_EQ(auth.str("decision"), "authorized");
+  const std::string id = auth.str("authorization_id");
+  ASSERT_FALSE(id.empty());
+  EXPECT_FALSE(auth.str("dispense_by").empty());
+
+  // The same pharmacy asking again gets the same authorization; another pharmacy a conflict.
+  auto again =
+      Post("/v1/authorizations", "ph-a", R"({"patient_id":"p-1","prescription_id":"rx-1"})");
+  EXPECT_EQ(again.status, 200);
+  EXPECT_EQ(again.str("authorization_id"), id);
+  EXPECT_EQ(again.obj().at("existing"), true);
+  auto other =
+      Post("/v1/authorizations", "ph-b", R"({"patient_id":"p-1","prescription_id":"rx-1"})");
+  EXPECT_EQ(other.status, 409) << other.raw.body;
+
+  auto open = Get("/v1/worklists/pharmacy", "ph-a");
+  ASSERT_EQ(open.status, 200);
+  ASSERT_EQ(open.obj().at("items").as_array().size(), 1u);
+  EXPECT_EQ(open.obj().at("items").as_array()[0].at("authorization_id").as_string(), id);
+
+  AddLot("ph-a", "L-1", "shelf-1");
+  auto no_guide =
+      Post("/v1/dispenses", "ph-a",
+           R"({"authorization_id":")" + id + R"(","lot_id":"L-1","medication_guide_given":false})");
+  EXPECT_EQ(no_guide.status, 400);
+  EXPECT_EQ(no_guide.str("field"), "medication_guide_given");
+  auto dispense =
+      Post("/v1/dispenses", "ph-a",
+           R"({"authorization_id":")" + id + R"(","lot_id":"L-1","medication_guide_given":true})");
+  ASSERT_EQ(dispense.status, 201) << dispense.raw.body;
+  EXPECT_EQ(dispense.obj().at("capsules"), 30);
+
+  // Used: it cannot be reversed or used again.
+  EXPECT_EQ(Post("/v1/authorizations/" + id + "/reversal", "ph-a", "").status, 409);
+  EXPECT_EQ(
+      Post("/v1/dispenses", "ph-a",
+           R"({"authorization_id":")" + id + R"(","lot_id":"L-1","medication_guide_given":true})")
+          .status,
+      409);
+
+  const auto types = TypesOf("p-1");
+  EXPECT_EQ(Count(types, "authorization"), 1u);
+  EXPECT_EQ(Count(types, "dispense"), 1u);
+  auto lot = w().service_store().GetLot("L-1");
+  ASSERT_TRUE(lot.ok());
+  EXPECT_EQ(lot->quantity_capsules, 470);
+  auto after = Get("/v1/worklists/pharmacy", "ph-a");
+  EXPECT_TRUE(after.obj().at("items").as_array().empty());
+}
+
+TEST_P(ApiTest, DeniedAuthorizationGivesEveryReasonAndWritesNothing) {
+  auto r = Post(
+      "/v1/patients", "dr-a",
+      R"({"patient_id":"p-2","birth_date":"2001-05-05","jurisdiction":"US","category":"can_get_pregnant"})");
+  ASSERT_EQ(r.status, 201);
+  r = Post(
+      "/v1/patients/p-2/prescriptions", "dr-a",
+      R"({"id":"rx-1","product":"generic","doses_mg":[40],"days_supply":30,"refills":0,"at":"2026-09-14T12:20:00Z"})");
+  ASSERT_EQ(r.status, 201);
+  const int64_t version = Version("p-2");
+  auto auth =
+      Post("/v1/authorizations", "ph-a", R"({"patient_id":"p-2","prescription_id":"rx-1"})");
+  ASSERT_EQ(auth.status, 200) << auth.raw.body;
+  EXPECT_EQ(auth.str("decision"), "denied");
+  std::set<std::string> codes;
+  for (const auto& reason : auth.obj().at("reasons").as_array()) {
+    codes.insert(std::string(reason.at("code").as_string()));
+    EXPECT_FALSE(reason.at("message").as_string().empty());
+  }
+  EXPECT_TRUE(codes.contains("PREGNANCY_TEST_MISSING")) << auth.raw.body;
+  EXPECT_EQ(Version("p-2"), version);  // nothing recorded in the stream
+  // The denial and its reasons are in the audit.
+  w().audit().Flush();
+  service::AuditFilter f;
+  f.patient_id = "p-2";
+  f.limit = 100;
+  auto records = w().service_store().ListAudit(f);
+  ASSERT_TRUE(records.ok());
+  bool found = false;
+  for (const auto& a : *records) {
+    found = found || (a.action == "POST /v1/authorizations" &&
+                      a.detail.find("PREGNANCY_TEST_MISSING") != std::string::npos);
+  }
+  EXPECT_TRUE(found);
+}
+
+TEST_P(ApiTest, FiftyConcurrentRequestsMakeExactlyOneAuthorization) {
+  EnrollReady("p-3");
+  constexpr int kRequests = 50;
+  std::vector<Reply> replies(kRequests);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kRequests; ++i) {
+    threads.emplace_back([&, i] {
+      replies[static_cast<size_t>(i)] = Post("/v1/authorizations", i % 2 == 0 ? "ph-a" : "ph-b",
+                                             R"({"patient_id":"p-3","prescription_id":"rx-1"})");
+    });
+  }
+  for (auto& t : threads) t.join();
+  int created = 0, existing = 0, conflicts = 0;
+  std::string id, winner;
+  for (int i = 0; i < kRequests; ++i) {
+    const Reply& r = replies[static_cast<size_t>(i)];
+    if (r.status == 201) {
+      ++created;
+      id = r.str("authorization_id");
+      winner = i % 2 == 0 ? "ph-a" : "ph-b";
+    } else if (r.status == 200) {
+      ++existing;
+    } else if (r.status == 409) {
+      ++conflicts;
+    } else {
+      ADD_FAILURE() << "status " << r.status << ": " << r.raw.body;
+    }
+  }
+  EXPECT_EQ(created, 1);
+  EXPECT_EQ(created + existing + conflicts, kRequests);
+  // Every answer of the winning pharmacy names the one authorization; the other pharmacy's are
+  // conflicts.
+  for (int i = 0; i < kRequests; ++i) {
+    const Reply& r = replies[static_cast<size_t>(i)];
+    const std::string who = i % 2 == 0 ? "ph-a" : "ph-b";
+    if (who == winner) {
+      EXPECT_EQ(r.str("authorization_id"), id);
+    } else {
+      EXPECT_EQ(r.status, 409);
+    }
+  }
+  EXPECT_EQ(Count(TypesOf("p-3"), "authorization"), 1u);
+}
+
+TEST_P(ApiTest, ReversalThenANewAuthorization) {
+  EnrollReady("p-4");
+  auto first =
+      Post("/v1/authorizations", "ph-a", R"({"patient_id":"p-4","prescription_id":"rx-1"})");
+  ASSERT_EQ(first.status, 201);
+  EXPECT_EQ(Post("/v1/authorizations/" + first.str("authorization_id") + "/reversal", "ph-b",
+                 R"({"reason":"not ours"})")
+                .status,
+            403);
+  auto reversed = Post("/v1/authorizations/" + first.str("authorization_id") + "/reversal", "ph-a",
+                       R"({"reason":"patient went elsewhere"})");
+  ASSERT_EQ(reversed.status, 200) << reversed.raw.body;
+  EXPECT_EQ(reversed.str("status"), "reversed");
+  auto second =
+      Post("/v1/authorizations", "ph-b", R"({"patient_id":"p-4","prescription_id":"rx-1"})");
+  ASSERT_EQ(second.status, 201) << second.raw.body;
+  EXPECT_NE(second.str("authorization_id"), first.str("authorization_id"));
+  const auto types = TypesOf("p-4");
+  EXPECT_EQ(Count(types, "authorization"), 2u);
+  EXPECT_EQ(Count(types, "authorization_reversal"), 1u);
+}
+
+TEST_P(ApiTest, UnusedAuthorizationIsReversedAtItsDispenseBy) {
+  EnrollReady("p-5");
+  auto auth =
+      Post("/v1/authorizations", "ph-a", R"({"patient_id":"p-5","prescription_id":"rx-1"})");
+  ASSERT_EQ(auth.status, 201);
+  ASSERT_TRUE(w().service().Project().ok());
+  auto swept = w().service().Sweep();
+  ASSERT_TRUE(swept.ok());
+  EXPECT_EQ(*swept, 0);  // not due yet
+  auto by = ParseOffsetTime(auth.str("dispense_by"));
+  ASSERT_TRUE(by.ok());
+  w().SetNow(by->instant.time_since_epoch().count() + 1);
+  swept = w().service().Sweep();
+  ASSERT_TRUE(swept.ok()) << swept.error().ToString();
+  EXPECT_EQ(*swept, 1);
+  auto a = w().service_store().GetAuthorization(auth.str("authorization_id"));
+  ASSERT_TRUE(a.ok() && a->has_value());
+  EXPECT_EQ((*a)->status, service::AuthorizationStatus::kReversed);
+  EXPECT_EQ((*a)->closed_by, "system");
+  AddLot("ph-a", "L-5", "shelf-5");
+  EXPECT_EQ(Post("/v1/dispenses", "ph-a",
+                 R"({"authorization_id":")" + auth.str("authorization_id") +
+                     R"(","lot_id":"L-5","medication_guide_given":true})")
+                .status,
+            409);
+}
+
+TEST_P(ApiTest, PositivePregnancyTestHaltsNotifiesAndFilesAReport) {
+  EnrollReady("p-6");
+  auto auth =
+      Post("/v1/authorizations", "ph-a", R"({"patient_id":"p-6","prescription_id":"rx-1"})");
+  ASSERT_EQ(auth.status, 201);
+  auto positive = Post(
+      "/v1/patients/p-6/events", "dr-a",
+      R"({"type":"pregnancy_test","collected_at":"2026-09-14T13:30:00Z","result":"positive","setting":"lab","specimen":"serum"})");
+  ASSERT_EQ(positive.status, 201) << positive.raw.body;
+  ASSERT_TRUE(w().service().Project().ok());
+  ASSERT_TRUE(w().service().Project().ok());  // the reversal it appended
+  auto a = w().service_store().GetAuthorization(auth.str("authorization_id"));
+  ASSERT_TRUE(a.ok() && a->has_value());
+  EXPECT_EQ((*a)->status, service::AuthorizationStatus::kReversed);
+  auto inbox = Get("/v1/notifications?unread=true", "dr-a");
+  ASSERT_EQ(inbox.status, 200);
+  bool pregnancy = false;
+  for (const auto& n : inbox.obj().at("items").as_array()) {
+    pregnancy = pregnancy || n.at("kind") == "pregnancy";
+  }
+  EXPECT_TRUE(pregnancy) << inbox.raw.body;
+  auto registry = Get("/v1/registry/pregnancies", "admin");
+  ASSERT_EQ(registry.status, 200);
+  ASSERT_EQ(registry.obj().at("items").as_array().size(), 1u);
+  EXPECT_EQ(registry.obj().at("items").as_array()[0].at("patient_id"), "p-6");
+  // And no new authorization while the test stands.
+  auto again =
+      Post("/v1/authorizations", "ph-a", R"({"patient_id":"p-6","prescription_id":"rx-1"})");
+  EXPECT_EQ(again.str("decision"), "denied");
+}
+
+TEST_P(ApiTest, SelfHarmAnswerShowsCrisisResourcesOfThePatientsCountry) {
+  auto r = Post(
+      "/v1/patients", "dr-a",
+      R"({"patient_id":"p-uk","birth_date":"1999-01-01","jurisdiction":"UK","category":"cannot_get_pregnant"})");
+  ASSERT_EQ(r.status, 201);
+  const std::string patient_token = w().User("pat-uk", "clinic-a", service::Role::kPatient, "p-uk");
+  auto phq = w().Call("POST", "/v1/patients/p-uk/events", patient_token,
+                      R"({"type":"phq9","at":"2026-09-14T13:00:00Z","items":[1,1,0,0,0,0,0,0,2]})");
+  ASSERT_EQ(phq.status, 201) << phq.raw.body;
+  ASSERT_TRUE(phq.obj().contains("crisis"));
+  EXPECT_EQ(phq.obj().at("crisis").at("phone"), "116 123");
+  ASSERT_TRUE(w().service().Project().ok());
+  auto inbox = Get("/v1/notifications", "dr-a");
+  bool told = false;
+  for (const auto& n : inbox.obj().at("items").as_array()) {
+    told = told || (n.at("kind") == "suicidal_ideation" && n.at("patient_id") == "p-uk");
+  }
+  EXPECT_TRUE(told);
+  // The patient reports a side effect the leaflet lists as serious.
+  auto ae = w().Call(
+      "POST", "/v1/patients/p-uk/events", patient_token,
+      R"({"type":"adverse_event","at":"2026-09-14T13:05:00Z","term":"Dark urine","serious":false})");
+  ASSERT_EQ(ae.status, 201) << ae.raw.body;
+  ASSERT_TRUE(ae.obj().contains("contact_prescriber_now"));
+  // A patient may not record what a clinician records, nor read another patient.
+  EXPECT_EQ(w().Call("POST", "/v1/patients/p-uk/events", patient_token,
+                     R"({"type":"weight","at":"2026-09-14T13:00:00Z","kg":60})")
+                .status,
+            403);
+  EnrollReady("p-other");
+  EXPECT_EQ(w().Call("GET", "/v1/patients/p-other", patient_token).status, 403);
+  auto own = w().Call("GET", "/v1/patients/p-uk", patient_token);
+  EXPECT_EQ(own.status, 200);
+  auto ics = w().Call("GET", "/v1/patients/p-uk/calendar.ics", patient_token);
+  ASSERT_EQ(ics.status, 200);
+  EXPECT_NE(ics.raw.header("content-type")->find("text/calendar"), std::string::npos);
+  EXPECT_EQ(ics.raw.body.rfind("BEGIN:VCALENDAR\r\n", 0), 0u);
+  EXPECT_NE(ics.raw.body.find("BEGIN:VEVENT"), std::string::npos);
+}
+
+TEST_P(ApiTest, TemperatureExcursionQuarantinesUntilReleased) {
+  EnrollReady("p-7");
+  AddLot("ph-a", "L-7", "fridge-free-1");
+  AddLot("ph-a", "L-old", "shelf-9", "2026-01-31");
+  auto reading =
+      Post("/v1/stock/temperatures", "ph-a", R"({"location":"fridge-free-1","celsius":31})");
+  ASSERT_EQ(reading.status, 201) << reading.raw.body;
+  EXPECT_EQ(reading.obj().at("excursion"), true);
+  ASSERT_EQ(reading.obj().at("quarantined_lot_ids").as_array().size(), 1u);
+  auto in_range = Post("/v1/stock/temperatures", "ph-a", R"({"location":"shelf-9","celsius":30})");
+  EXPECT_EQ(in_range.obj().at("excursion"), false);
+
+  auto auth =
+      Post("/v1/authorizations", "ph-a", R"({"patient_id":"p-7","prescription_id":"rx-1"})");
+  ASSERT_EQ(auth.status, 201);
+  const std::string body_quarantined = R"({"authorization_id":")" + auth.str("authorization_id") +
+                                       R"(","lot_id":"L-7","medication_guide_given":true})";
+  auto refused = Post("/v1/dispenses", "ph-a", body_quarantined);
+  EXPECT_EQ(refused.status, 409);
+  EXPECT_EQ(refused.str("field"), "lot_id");
+  auto expired = Post("/v1/dispenses", "ph-a",
+                      R"({"authorization_id":")" + auth.str("authorization_id") +
+                          R"(","lot_id":"L-old","medication_guide_given":true})");
+  EXPECT_EQ(expired.status, 409);
+  EXPECT_EQ(Post("/v1/stock/lots/L-7/release", "ph-b", R"({"reason":"x"})").status, 403);
+  auto released = Post("/v1/stock/lots/L-7/release", "ph-a",
+                       R"({"reason":"manufacturer data: stable at 31 °C for 24 h"})");
+  ASSERT_EQ(released.status, 200) << released.raw.body;
+  EXPECT_EQ(released.obj().at("quarantined"), false);
+  EXPECT_EQ(Post("/v1/dispenses", "ph-a", body_quarantined).status, 201);
+  auto events = Get("/v1/stock/lots/L-7/quarantine-events", "ph-a");
+  ASSERT_EQ(events.status, 200);
+  EXPECT_EQ(events.obj().at("items").as_array().size(), 2u);
+}
+
+TEST_P(ApiTest, PrescriberWorklistShowsWhatIsDueAndStaysInTheClinic) {
+  EnrollReady("p-8");
+  auto r = Post(
+      "/v1/patients", "dr-b",
+      R"({"patient_id":"p-b","birth_date":"1990-01-01","jurisdiction":"US","category":"can_get_pregnant"})");
+  ASSERT_EQ(r.status, 201);
+  w().Advance(std::chrono::hours(24 * 40));
+  auto list = Get("/v1/worklists/prescriber?as_of=2026-10-24&limit=10", "dr-a");
+  ASSERT_EQ(list.status, 200) << list.raw.body;
+  const auto& items = list.obj().at("items").as_array();
+  ASSERT_EQ(items.size(), 1u);
+  EXPECT_EQ(items[0].at("patient_id"), "p-8");
+  EXPECT_FALSE(items[0].at("overdue").as_array().empty());
+  EXPECT_EQ(Get("/v1/patients/p-b", "dr-a").status, 403);
+  EXPECT_EQ(Get("/v1/worklists/prescriber", "ph-a").status, 403);
+}
+
+TEST_P(ApiTest, RemindersBeforeAWindowClosesOnceEach) {
+  EnrollReady("p-r");
+  const std::string patient_token = w().User("pat-r", "clinic-a", service::Role::kPatient, "p-r");
+  // The PHQ-9 of 2026-09-14 makes the next one due by 2026-10-14: two days before, a reminder.
+  w().SetNow(kTestNowMs + int64_t{28} * 24 * 3600 * 1000);
+  auto made = w().service().Remind();
+  ASSERT_TRUE(made.ok()) << made.error().ToString();
+  EXPECT_GT(*made, 0);
+  auto inbox = w().Call("GET", "/v1/notifications", patient_token);
+  ASSERT_EQ(inbox.status, 200);
+  size_t reminders = 0;
+  for (const auto& n : inbox.obj().at("items").as_array()) {
+    if (n.at("kind") == "reminder") {
+      ++reminders;
+      EXPECT_NE(std::string(n.at("message").as_string()).find("PHQ-9"), std::string::npos);
+    }
+  }
+  EXPECT_GE(reminders, 1u);
+  ASSERT_TRUE(w().service().Remind().ok());
+  auto again = w().Call("GET", "/v1/notifications", patient_token);
+  EXPECT_EQ(again.obj().at("items").as_array().size(), inbox.obj().at("items").as_array().size());
+  auto prescriber = Get("/v1/notifications", "dr-a");
+  bool told = false;
+  for (const auto& n : prescriber.obj().at("items").as_array()) {
+    told = told || (n.at("kind") == "reminder" && n.at("patient_id") == "p-r");
+  }
+  EXPECT_TRUE(told);
+}
+
+TEST_P(ApiTest, IfMatchAndIdempotencyKey) {
+  EnrollReady("p-9");
+  const std::string weight = R"({"type":"weight","at":"2026-09-14T13:00:00Z","kg":63})";
+  auto stale = Post("/v1/patients/p-9/events", "dr-a", weight, {{"If-Match", "\"3\""}});
+  EXPECT_EQ(stale.status, 412) << stale.raw.body;
+  auto fresh = Post(
+      "/v1/patients/p-9/events", "dr-a", weight,
+      {{"If-Match", "\"" + std::to_string(Version("p-9")) + "\""}, {"Idempotency-Key", "w-1"}});
+  ASSERT_EQ(fresh.status, 201) << fresh.raw.body;
+  const int64_t version = Version("p-9");
+  auto replay = Post("/v1/patients/p-9/events", "dr-a", weight, {{"Idempotency-Key", "w-1"}});
+  EXPECT_EQ(replay.status, 200);
+  EXPECT_EQ(replay.obj().at("replayed"), true);
+  EXPECT_EQ(Version("p-9"), version);
+  // A correction withdraws an event and is itself a new event.
+  const std::string target = std::string(fresh.obj().at("event_ids").as_array()[0].as_string());
+  auto corrected = Post("/v1/patients/p-9/events/" + target + "/correction", "dr-a", "");
+  ASSERT_EQ(corrected.status, 201) << corrected.raw.body;
+  EXPECT_EQ(Version("p-9"), version + 1);
+  EXPECT_EQ(Post("/v1/patients/p-9/events/nope/correction", "dr-a", "").status, 404);
+}
+
+TEST_P(ApiTest, BadInputIsRefusedPreciselyAndChangesNothing) {
+  EnrollReady("p-10");
+  const int64_t version = Version("p-10");
+  struct Case {
+    std::string name, target, body, content_type;
+    int status;
+    std::string field;
+  };
+  const std::vector<Case> cases = {
+      {"malformed json", "/v1/patients/p-10/events", R"({"type":"weight",)", "application/json",
+       400, ""},
+      {"wrong type", "/v1/patients/p-10/events",
+       R"({"type":"weight","at":"2026-09-14T13:00:00Z","kg":"heavy"})", "application/json", 400,
+       "events[0].kg"},
+      {"unknown event type", "/v1/patients/p-10/events",
+       R"({"type":"teleport","at":"2026-09-14T13:00:00Z"})", "application/json", 400,
+       "events[0].type"},
+      {"unknown field", "/v1/authorizations",
+       R"({"patient_id":"p-10","prescription_id":"rx-1","pharmacy":"x"})", "application/json", 400,
+       "pharmacy"},
+      {"wrong media type", "/v1/patients/p-10/events", R"({"type":"weight"})", "text/plain", 415,
+       ""},
+      {"invalid utf-8", "/v1/patients/p-10/events",
+       "{\"type\":\"adverse_event\",\"at\":\"2026-09-14T13:00:00Z\",\"term\":\"\xff\xfe\","
+       "\"serious\":false}",
+       "application/json", 400, ""},
+      {"enroll without birth date", "/v1/patients",
+       R"({"patient_id":"p-x","jurisdiction":"US","category":"can_get_pregnant"})",
+       "application/json", 400, "birth_date"},
+      {"enroll with a bad date", "/v1/patients",
+       R"({"patient_id":"p-y","birth_date":"1990-02-30","jurisdiction":"US","category":"can_get_pregnant"})",
+       "application/json", 400, "birth_date"},
+  };
+  for (const Case& c : cases) {
+    const std::string who = c.target == "/v1/authorizations" ? "ph-a" : "dr-a";
+    auto r = w().Call("POST", c.target, T(who), c.body, {}, c.content_type);
+    EXPECT_EQ(r.status, c.status) << c.name << ": " << r.raw.body;
+    EXPECT_NE(r.raw.header("content-type")->find("application/problem+json"), std::string::npos)
+        << c.name;
+    if (!c.field.empty()) {
+      EXPECT_EQ(r.str("field"), c.field) << c.name << ": " << r.raw.body;
+    }
+  }
+  // Too large: refused before the body is read.
+  auto big = w().Call("POST", "/v1/patients/p-10/events", T("dr-a"),
+                      std::string(kMaxApiBodyBytes + 1, ' '));
+  EXPECT_EQ(big.status, 413);
+  EXPECT_EQ(Version("p-10"), version);
+  EXPECT_EQ(Version("p-x"), 0);
+  EXPECT_EQ(Version("p-y"), 0);
+}
+
+TEST_P(ApiTest, TokensExpireAreRevokedAndDieWithTheirAccount) {
+  EnrollReady("p-11");
+  EXPECT_EQ(w().Call("GET", "/v1/patients/p-11", "").status, 401);
+  EXPECT_EQ(w().Call("GET", "/v1/patients/p-11", "igt_" + std::string(43, 'A')).status, 401);
+  auto r = w().Call("GET", "/v1/patients/p-11", "not-a-token");
+  EXPECT_EQ(r.status, 401);
+  EXPECT_NE(r.raw.header("www-authenticate"), nullptr);
+
+  // Sign in with a password; sign out revokes the session token.
+  w().User("dr-pw", "clinic-a", service::Role::kPrescriber, "", "correct horse battery");
+  EXPECT_EQ(
+      w().Call("POST", "/v1/sessions", "", R"({"account_id":"dr-pw","password":"wrong password!"})")
+          .status,
+      401);
+  auto session = w().Call("POST", "/v1/sessions", "",
+                          R"({"account_id":"dr-pw","password":"correct horse battery"})");
+  ASSERT_EQ(session.status, 201) << session.raw.body;
+  const std::string token = session.str("token");
+  EXPECT_EQ(w().Call("GET", "/v1/patients/p-11", token).status, 200);
+  EXPECT_EQ(w().Call("DELETE", "/v1/sessions/current", token).status, 204);
+  EXPECT_EQ(w().Call("GET", "/v1/patients/p-11", token).status, 401);
+
+  // Expired: the session lives 12 hours.
+  auto s2 = w().Call("POST", "/v1/sessions", "",
+                     R"({"account_id":"dr-pw","password":"correct horse battery"})");
+  ASSERT_EQ(s2.status, 201);
+  w().Advance(std::chrono::hours(13));
+  EXPECT_EQ(w().Call("GET", "/v1/me", s2.str("token")).status, 401);
+
+  // Disabled by the admin: its token stops working at once.
+  EXPECT_EQ(Get("/v1/me", "staff-a").status, 200);
+  EXPECT_EQ(Post("/v1/accounts/staff-a/disable", "dr-a", "").status, 403);
+  EXPECT_EQ(Post("/v1/accounts/staff-a/disable", "admin", "").status, 200);
+  EXPECT_EQ(Get("/v1/me", "staff-a").status, 401);
+
+  // Refused attempts are audited too.
+  w().audit().Flush();
+  service::AuditFilter f;
+  f.limit = 1000;
+  auto records = w().service_store().ListAudit(f);
+  ASSERT_TRUE(records.ok());
+  int refused = 0;
+  for (const auto& a : *records) refused += a.outcome == "refused" ? 1 : 0;
+  EXPECT_GE(refused, 5);
+}
+
+// The role x route matrix: every route of the router, asked by every role (and by a caller
+// from another organisation where that matters); the expected cells are written here, not
+// derived from the policy table.
+TEST_P(ApiTest, RoleByRouteMatrix) {
+  EnrollReady("p-m");
+  w().tokens["patient-m"] = w().User("patient-m", "clinic-a", service::Role::kPatient, "p-m");
+  auto auth =
+      Post("/v1/authorizations", "ph-a", R"({"patient_id":"p-m","prescription_id":"rx-1"})");
+  ASSERT_EQ(auth.status, 201);
+  const std::string a = auth.str("authorization_id");
+  AddLot("ph-a", "L-m", "shelf-m");
+  ASSERT_TRUE(w().service().Project().ok());
+
+  struct Row {
+    std::string method, target, body;
+    std::set<std::string> allowed;  // roles whose request is not refused (401/403)
+  };
+  const std::string ev = R"({"type":"weight","at":"2026-09-14T13:00:00Z","kg":62.5})";
+  const std::string report =
+      R"({"type":"comprehension","at":"2026-09-14T13:00:00Z","passed":true})";
+  const std::vector<Row> rows = {
+      {"GET", "/v1/me", "", {"dr-a", "staff-a", "dr-b", "ph-a", "ph-b", "admin", "patient-m"}},
+      {"POST",
+       "/v1/patients",
+       R"({"birth_date":"1990-01-01","jurisdiction":"US","category":"can_get_pregnant"})",
+       {"dr-a", "staff-a", "dr-b"}},
+      {"GET", "/v1/patients/p-m", "", {"dr-a", "staff-a", "patient-m"}},
+      {"GET", "/v1/patients/p-m/events", "", {"dr-a", "staff-a", "patient-m"}},
+      {"POST", "/v1/patients/p-m/events", ev, {"dr-a", "staff-a"}},
+      {"POST", "/v1/patients/p-m/events", report, {"dr-a", "staff-a", "patient-m"}},
+      {"POST",
+       "/v1/patients/p-m/prescriptions",
+       R"({"product":"generic","doses_mg":[40],"days_supply":30,"refills":0})",
+       {"dr-a"}},
+      {"GET",
+       "/v1/patients/p-m/prescriptions/rx-1/evaluation",
+       "",
+       {"dr-a", "staff-a", "patient-m"}},
+      {"GET", "/v1/patients/p-m/calendar.ics", "", {"dr-a", "staff-a", "patient-m"}},
+      {"GET", "/v1/patients/p-m/pharmacy-view", "", {"ph-a", "ph-b"}},
+      {"POST",
+       "/v1/authorizations",
+       R"({"patient_id":"p-m","prescription_id":"rx-1"})",
+       {"ph-a", "ph-b"}},
+      {"GET", "/v1/authorizations/" + a, "", {"ph-a", "ph-b"}},
+      {"GET", "/v1/worklists/prescriber", "", {"dr-a", "staff-a", "dr-b"}},
+      {"GET", "/v1/worklists/pharmacy", "", {"ph-a", "ph-b"}},
+      {"GET", "/v1/stock/lots", "", {"ph-a", "ph-b"}},
+      {"GET", "/v1/stock/temperatures", "", {"ph-a", "ph-b"}},
+      {"POST",
+       "/v1/stock/temperatures",
+       R"({"location":"shelf-z","celsius":21})",
+       {"ph-a", "ph-b"}},
+      {"GET", "/v1/stock/lots/L-m/quarantine-events", "", {"ph-a", "ph-b"}},
+      {"GET",
+       "/v1/notifications",
+       "",
+       {"dr-a", "staff-a", "dr-b", "ph-a", "ph-b", "admin", "patient-m"}},
+      {"GET", "/v1/audit", "", {"admin"}},
+      {"GET", "/v1/registry/pregnancies", "", {"admin"}},
+      {"POST",
+       "/v1/organisations",
+       R"({"id":"o-x","kind":"clinic","name":"x","jurisdiction":"US"})",
+       {"admin"}},
+      {"POST", "/v1/accounts/ph-b/tokens", R"({"label":"x"})", {"admin"}},
+      {"POST",
+       "/v1/accounts",
+       R"({"id":"new-dr","org_id":"clinic-a","role":"prescriber","name":"x"})",
+       {"admin"}},
+      {"POST", "/v1/accounts/dummy/disable", "", {"admin"}},
+      {"POST", "/v1/accounts/dummy/enable", "", {"admin"}},
+      {"POST",
+       "/v1/notifications/1/read",
+       "",
+       {"dr-a", "staff-a", "dr-b", "ph-a", "ph-b", "admin", "patient-m"}},
+      {"POST",
+       "/v1/stock/lots",
+       R"({"product":"generic","strength_mg":20,"lot_number":"N","expiry":"2028-01-01","location":"s","quantity_capsules":10})",
+       {"ph-a", "ph-b"}},
+      {"POST", "/v1/stock/lots/L-m/release", R"({"reason":"fine"})", {"ph-a"}},
+      {"POST", "/v1/patients/p-m/events/p-m-3/correction", "", {"dr-a", "staff-a"}},
+      {"POST",
+       "/v1/dispenses",
+       R"({"authorization_id":")" + a + R"(","lot_id":"L-m","medication_guide_given":true})",
+       {"ph-a"}},
+      {"POST", "/v1/authorizations/" + a + "/reversal", "", {"ph-a"}},
+      {"POST",
+       "/v1/webhooks",
+       R"({"url":"http://127.0.0.1:9/hook"})",
+       {"dr-a", "staff-a", "dr-b", "ph-a", "ph-b", "admin"}},
+      {"GET", "/v1/webhooks", "", {"dr-a", "staff-a", "dr-b", "ph-a", "ph-b", "admin"}},
+      {"POST", "/v1/patients/p-m/prescriptions/rx-1/cancel", "", {"dr-a"}},
+  };
+  w().User("dummy", "clinic-b", service::Role::kClinicStaff);
+  const std::vector<std::string> roles = {"dr-a", "staff-a", "dr-b",     "ph-a",
+                                          "ph-b", "admin",   "patient-m"};
+  std::set<std::string> covered;
+  for (const Row& row : rows) {
+    for (const std::string& role : roles) {
+      auto r = w().Call(row.method, row.target, T(role), row.body);
+      const bool refused = r.status == 401 || r.status == 403;
+      EXPECT_EQ(!refused, row.allowed.contains(role))
+          << row.method << " " << row.target << " as " << role << ": " << r.status << " "
+          << r.raw.body;
+      if (r.status >= 500) ADD_FAILURE() << row.method << " " << row.target << ": " << r.raw.body;
+    }
+    auto anonymous = w().Call(row.method, row.target, "", row.body);
+    EXPECT_EQ(anonymous.status, 401) << row.method << " " << row.target;
+    const std::string path = row.target.substr(0, row.target.find('?'));
+    covered.insert(row.method + " " + w().router().Match(row.method, path).pattern);
+  }
+  // Every route under /v1 is in the matrix, but the two that sign in and out (public, and
+  // revoking the token would end the matrix; TokensExpireAreRevokedAndDieWithTheirAccount
+  // checks them).
+  const std::set<std::string> elsewhere = {"POST /v1/sessions", "DELETE /v1/sessions/current"};
+  for (const RouteInfo& r : w().router().Routes()) {
+    const std::string route = r.method + " " + r.pattern;
+    if (!r.pattern.starts_with("/v1/") || elsewhere.contains(route)) continue;
+    EXPECT_TRUE(covered.contains(route)) << route << " is not in the role x route matrix";
+  }
+}
+
+// A receiver of webhook posts on loopback: answers the first `fail_first` requests 500, then
+// 200, and keeps every request it read.
+class WebhookReceiver {
+ public:
+  explicit WebhookReceiver(int fail_first) : fail_first_(fail_first) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    ::listen(fd_, 16);
+    socklen_t len = sizeof a;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~WebhookReceiver() {
+    ::shutdown(fd_, SHUT_RDWR);
+    ::close(fd_);
+    thread_.join();
+  }
+  uint16_t port() const { return port_; }
+  std::vector<std::string> requests() {
+    std::lock_guard lock(mu_);
+    return requests_;
+  }
+
+ private:
+  void Run() {
+    for (;;) {
+      const int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0) return;
+      std::string got;
+      char buf[4096];
+      size_t need = std::string::npos;
+      while (need == std::string::npos || got.size() < need) {
+        const ssize_t n = ::recv(c, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        got.append(buf, static_cast<size_t>(n));
+        const size_t end = got.find("\r\n\r\n");
+        if (end != std::string::npos && need == std::string::npos) {
+          const size_t cl = got.find("Content-Length: ");
+          need = end + 4 + (cl == std::string::npos ? 0 : std::stoul(got.substr(cl + 16)));
+        }
+      }
+      int n_seen;
+      {
+        std::lock_guard lock(mu_);
+        requests_.push_back(got);
+        n_seen = static_cast<int>(requests_.size());
+      }
+      const char* answer = n_seen <= fail_first_ ? "HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n"
+                                                 : "HTTP/1.1 204 No Content\r\n\r\n";
+      ::send(c, answer, std::strlen(answer), MSG_NOSIGNAL);
+      ::close(c);
+    }
+  }
+
+  int fd_ = -1;
+  uint16_t port_ = 0;
+  int fail_first_;
+  std::mutex mu_;
+  std::vector<std::string> requests_;
+  std::thread thread_;
+};
+
+TEST_P(ApiTest, WebhooksDeliverSignedNotificationsAndRetry) {
+  WebhookReceiver receiver(/*fail_first=*/1);
+  const std::string secret = "0123456789abcdef0123";
+  auto bad = Post("/v1/webhooks", "dr-a", R"({"url":"ftp://example.org/x"})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(bad.str("field"), "url");
+  auto hook = Post("/v1/webhooks", "dr-a",
+                   R"({"url":"http://127.0.0.1:)" + std::to_string(receiver.port()) +
+                       R"(/hook","secret":")" + secret + R"("})");
+  ASSERT_EQ(hook.status, 201) << hook.raw.body;
+  auto listed = Get("/v1/webhooks", "staff-a");  // the clinic's webhook, without its secret
+  ASSERT_EQ(listed.obj().at("items").as_array().size(), 1u);
+  EXPECT_FALSE(listed.obj().at("items").as_array()[0].as_object().contains("secret"));
+  EXPECT_TRUE(Get("/v1/webhooks", "dr-b").obj().at("items").as_array().empty());
+  w().service().SetWebhookPoster(
+      [](const std::string& url, const std::string& body,
+         const std::vector<std::pair<std::string, std::string>>& headers) {
+        return PostJson(url, body, headers, std::chrono::seconds(5));
+      });
+
+  auto r = Post(
+      "/v1/patients", "dr-a",
+      R"({"patient_id":"p-w","birth_date":"1999-01-01","jurisdiction":"US","category":"cannot_get_pregnant"})");
+  ASSERT_EQ(r.status, 201);
+  r = Post("/v1/patients/p-w/events", "dr-a",
+           R"({"type":"phq9","at":"2026-09-14T13:00:00Z","items":[0,0,0,0,0,0,0,0,1]})");
+  ASSERT_EQ(r.status, 201);
+  ASSERT_TRUE(w().service().Project().ok());
+  auto first = w().service().DeliverWebhooks();
+  ASSERT_TRUE(first.ok()) << first.error().ToString();
+  EXPECT_EQ(*first, 0);  // the receiver answered 500: tried again later
+  auto early = w().service().DeliverWebhooks();
+  ASSERT_TRUE(early.ok());
+  EXPECT_EQ(*early, 0);  // not yet due again
+  w().Advance(std::chrono::seconds(11));
+  auto second = w().service().DeliverWebhooks();
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(*second, 1);
+  const auto requests = receiver.requests();
+  ASSERT_EQ(requests.size(), 2u);
+  const std::string& request = requests[1];
+  EXPECT_EQ(request.rfind("POST /hook HTTP/1.1\r\n", 0), 0u);
+  const std::string body = request.substr(request.find("\r\n\r\n") + 4);
+  EXPECT_NE(body.find("\"kind\":\"suicidal_ideation\""), std::string::npos) << body;
+  unsigned char mac[crypto_auth_hmacsha256_BYTES];
+  crypto_auth_hmacsha256_state state;
+  crypto_auth_hmacsha256_init(&state, reinterpret_cast<const unsigned char*>(secret.data()),
+                              secret.size());
+  crypto_auth_hmacsha256_update(&state, reinterpret_cast<const unsigned char*>(body.data()),
+                                body.size());
+  crypto_auth_hmacsha256_final(&state, mac);
+  char hex[2 * sizeof mac + 1];
+  sodium_bin2hex(hex, sizeof hex, mac, sizeof mac);
+  EXPECT_NE(request.find(std::string("X-Isoguard-Signature: sha256=") + hex), std::string::npos)
+      << request;
+  auto third = w().service().DeliverWebhooks();
+  ASSERT_TRUE(third.ok());
+  EXPECT_EQ(*third, 0);  // delivered once
+}
+
+TEST_P(ApiTest, EveryRouteIsInTheOpenApiDocument) {
+  std::ifstream in(std::string(ISOGUARD_SOURCE_DIR) + "/api/openapi.json");
+  std::stringstream text;
+  text << in.rdbuf();
+  boost::system::error_code ec;
+  json::value doc = json::parse(text.str(), ec);
+  ASSERT_FALSE(ec) << "api/openapi.json does not parse";
+  EXPECT_EQ(doc.at("openapi"), "3.1.0");
+  const json::object& paths = doc.at("paths").as_object();
+  std::set<std::string> documented;
+  for (const auto& [path, item] : paths) {
+    for (const auto& [method, op] : item.as_object()) {
+      std::string m(method);
+      for (char& ch : m) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+      documented.insert(m + " " + std::string(path));
+      EXPECT_TRUE(op.as_object().contains("responses")) << m << " " << path;
+    }
+  }
+  std::set<std::string> routed;
+  for (const RouteInfo& r : w().router().Routes()) routed.insert(r.method + " " + r.pattern);
+  for (const std::string& r : routed)
+    EXPECT_TRUE(documented.contains(r)) << r << " is not documented";
+  for (const std::string& d : documented) EXPECT_TRUE(routed.contains(d)) << d << " is not routed";
+}
+
+INSTANTIATE_TEST_SUITE_P(Sqlite, ApiTest, ::testing::Values(ApiBackend{"Sqlite", false}),
+                         [](const auto& param_info) { return param_info.param.name; });
+INSTANTIATE_TEST_SUITE_P(Postgres, ApiTest, ::testing::Values(ApiBackend{"Postgres", true}),
+                         [](const auto& param_info) { return param_info.param.name; });
+
+}  // namespace
+}  // namespace isoguard::server::testing
