@@ -197,27 +197,44 @@ void BM_PlainSqliteInsertLoop(benchmark::State& state) {
     if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) Die("cannot open " + path);
     sqlite3_exec(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL", nullptr, nullptr,
                  nullptr);
+    // Schema version 4: each append is a commits row (what its entries share) and its entries,
+    // keyed by the stream's integer id (the 16 streams were made in order: ids 1..16).
+    sqlite3_stmt* insert_commit = nullptr;
     sqlite3_stmt* insert = nullptr;
     sqlite3_stmt* begin = nullptr;
     sqlite3_stmt* commit = nullptr;
     sqlite3_prepare_v2(db,
-                       "INSERT INTO entries (position, patient_id, version, event_id, type, "
-                       "payload, recorded_at_ms, actor_id, actor_role, actor_source, "
-                       "idempotency_key, prev_hash, hash) "
-                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11, ?12)",
+                       "INSERT INTO commits (stream, first_version, last_version, recorded_at_ms, "
+                       "actor_id, actor_role, actor_source, idempotency_key) "
+                       "VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, NULL)",
+                       -1, &insert_commit, nullptr);
+    sqlite3_prepare_v2(db,
+                       "INSERT INTO entries (position, stream, version, event_id, type, payload, "
+                       "commit_id, prev_hash, hash) "
+                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                        -1, &insert, nullptr);
     sqlite3_prepare_v2(db, "BEGIN IMMEDIATE", -1, &begin, nullptr);
     sqlite3_prepare_v2(db, "COMMIT", -1, &commit, nullptr);
-    if (insert == nullptr || begin == nullptr || commit == nullptr) Die(sqlite3_errmsg(db));
+    if (insert_commit == nullptr || insert == nullptr || begin == nullptr || commit == nullptr) {
+      Die(sqlite3_errmsg(db));
+    }
     state.ResumeTiming();
 
     const auto start = std::chrono::steady_clock::now();
     for (const EntryRow& row : rows) {
       sqlite3_step(begin);
       sqlite3_reset(begin);
+      const int64_t stream = 1 + (row.position - 1 - kPatients) % kPatients;
+      sqlite3_bind_int64(insert_commit, 1, stream);
+      sqlite3_bind_int64(insert_commit, 2, row.version);
+      sqlite3_bind_int64(insert_commit, 3, row.recorded_at_ms);
+      sqlite3_bind_text(insert_commit, 4, "bench", 5, SQLITE_STATIC);
+      sqlite3_bind_text(insert_commit, 5, "system", 6, SQLITE_STATIC);
+      sqlite3_bind_text(insert_commit, 6, "bench", 5, SQLITE_STATIC);
+      if (sqlite3_step(insert_commit) != SQLITE_DONE) Die(sqlite3_errmsg(db));
+      sqlite3_reset(insert_commit);
       sqlite3_bind_int64(insert, 1, row.position);
-      sqlite3_bind_text(insert, 2, row.patient_id.data(), static_cast<int>(row.patient_id.size()),
-                        SQLITE_STATIC);
+      sqlite3_bind_int64(insert, 2, stream);
       sqlite3_bind_int64(insert, 3, row.version);
       sqlite3_bind_text(insert, 4, row.event_id.data(), static_cast<int>(row.event_id.size()),
                         SQLITE_STATIC);
@@ -225,12 +242,9 @@ void BM_PlainSqliteInsertLoop(benchmark::State& state) {
                         SQLITE_STATIC);
       sqlite3_bind_blob(insert, 6, row.payload.data(), static_cast<int>(row.payload.size()),
                         SQLITE_STATIC);
-      sqlite3_bind_int64(insert, 7, row.recorded_at_ms);
-      sqlite3_bind_text(insert, 8, "bench", 5, SQLITE_STATIC);
-      sqlite3_bind_text(insert, 9, "system", 6, SQLITE_STATIC);
-      sqlite3_bind_text(insert, 10, "bench", 5, SQLITE_STATIC);
-      sqlite3_bind_blob(insert, 11, row.prev_hash.data(), 32, SQLITE_STATIC);
-      sqlite3_bind_blob(insert, 12, row.hash.data(), 32, SQLITE_STATIC);
+      sqlite3_bind_int64(insert, 7, sqlite3_last_insert_rowid(db));
+      sqlite3_bind_blob(insert, 8, row.prev_hash.data(), 32, SQLITE_STATIC);
+      sqlite3_bind_blob(insert, 9, row.hash.data(), 32, SQLITE_STATIC);
       if (sqlite3_step(insert) != SQLITE_DONE) Die(sqlite3_errmsg(db));
       sqlite3_reset(insert);
       if (sqlite3_step(commit) != SQLITE_DONE) Die(sqlite3_errmsg(db));
@@ -241,6 +255,7 @@ void BM_PlainSqliteInsertLoop(benchmark::State& state) {
     events += kRows;
 
     state.PauseTiming();
+    sqlite3_finalize(insert_commit);
     sqlite3_finalize(insert);
     sqlite3_finalize(begin);
     sqlite3_finalize(commit);

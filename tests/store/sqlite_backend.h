@@ -57,16 +57,18 @@ inline std::string SqlitePathOf(const std::string& url) {
   return url.starts_with("sqlite:") ? url.substr(7) : url;
 }
 
-// Flips one byte of a stored column. The immutability triggers are dropped first, as anyone
-// with the file could; SQLite's own page checks cannot tell.
+// Flips one byte of a stored column of `entries` (payload, hash, prev_hash, ...). The immutability
+// triggers are dropped first, as anyone with the file could; SQLite's own page checks cannot tell.
 inline Status CorruptSqliteEntry(const std::string& url, const std::string& patient_id,
                                  int64_t version, const std::string& column) {
   RawSqlite db(SqlitePathOf(url));
   if (auto st = db.Exec("DROP TRIGGER IF EXISTS entries_are_never_updated"); !st.ok()) return st;
+  // Entries are keyed by the stream's integer id (schema version 4).
+  const std::string stream_of = "(SELECT id FROM streams WHERE patient_id = ?1)";
   // The middle byte of the blob, XOR 0x01.
   sqlite3_stmt* read = nullptr;
   const std::string select =
-      "SELECT " + column + " FROM entries WHERE patient_id = ?1 AND version = ?2";
+      "SELECT " + column + " FROM entries WHERE stream = " + stream_of + " AND version = ?2";
   if (sqlite3_prepare_v2(db.get(), select.c_str(), -1, &read, nullptr) != SQLITE_OK) {
     return Error::Internal(sqlite3_errmsg(db.get()));
   }
@@ -82,7 +84,7 @@ inline Status CorruptSqliteEntry(const std::string& url, const std::string& pati
   bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x01);
   sqlite3_stmt* write = nullptr;
   const std::string update =
-      "UPDATE entries SET " + column + " = ?3 WHERE patient_id = ?1 AND version = ?2";
+      "UPDATE entries SET " + column + " = ?3 WHERE stream = " + stream_of + " AND version = ?2";
   if (sqlite3_prepare_v2(db.get(), update.c_str(), -1, &write, nullptr) != SQLITE_OK) {
     return Error::Internal(sqlite3_errmsg(db.get()));
   }

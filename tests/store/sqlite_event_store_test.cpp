@@ -24,6 +24,7 @@
 
 #include "sqlite_backend.h"
 #include "store/entry_codec.h"
+#include "store/projection.h"
 #include "store_test_support.h"
 
 namespace isoguard::store::testing {
@@ -57,7 +58,10 @@ TEST(SqliteEventStore, FileIsWalWithStrictTablesAndForeignKeys) {
   EXPECT_EQ(db.Text("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND "
                     "sql NOT LIKE '%STRICT%'"),
             "0");
-  EXPECT_EQ(db.Text("SELECT count(*) FROM pragma_foreign_key_list('entries')"), "1");
+  // entries -> streams and entries -> commits (schema version 4).
+  EXPECT_EQ(db.Text("SELECT count(*) FROM pragma_foreign_key_list('entries')"), "2");
+  EXPECT_EQ(db.Text("SELECT count(*) FROM pragma_foreign_key_list('commits')"), "1");
+  EXPECT_EQ(db.Text("PRAGMA foreign_key_check"), "");
   EXPECT_EQ(db.Text("PRAGMA integrity_check"), "ok");
 }
 
@@ -353,6 +357,205 @@ void WriteV1Fixture(const std::string& path, const std::string& patient,
   sqlite3_finalize(stmt);
 }
 
+// What versions 2 and 3 added to version 1's tables, exactly as they wrote it.
+constexpr const char* kSchemaV2 = R"sql(
+CREATE TABLE audit (
+  id INTEGER PRIMARY KEY,
+  action TEXT NOT NULL CHECK (action IN ('erasure')),
+  patient_id TEXT NOT NULL REFERENCES streams (patient_id),
+  actor_id TEXT NOT NULL,
+  actor_role TEXT NOT NULL,
+  actor_source TEXT NOT NULL,
+  at_ms INTEGER NOT NULL
+) STRICT;
+CREATE INDEX audit_by_patient ON audit (patient_id);
+CREATE TRIGGER audit_is_never_updated BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;
+CREATE TRIGGER audit_is_never_deleted BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;
+CREATE TRIGGER keys_are_deleted_only_by_erasure BEFORE DELETE ON patient_keys
+WHEN NOT EXISTS (SELECT 1 FROM audit WHERE audit.patient_id = OLD.patient_id
+                                       AND audit.action = 'erasure')
+BEGIN SELECT RAISE(ABORT, 'a patient key is deleted only by a recorded erasure'); END;
+)sql";
+constexpr const char* kSchemaV3 = R"sql(
+CREATE TABLE patient_state (
+  patient_id TEXT NOT NULL PRIMARY KEY REFERENCES streams (patient_id),
+  version INTEGER NOT NULL CHECK (version >= 1),
+  position INTEGER NOT NULL,
+  state BLOB NOT NULL
+) STRICT;
+)sql";
+
+// A database of schema version 1, 2 or 3 written row by row as those versions wrote it: each
+// append's entries share its time, actor and idempotency key (a keyed append is also in
+// `appends`); version 3 keeps each patient's state row at the stream's head.
+class OldStoreFile {
+ public:
+  OldStoreFile(const std::string& path, int version) : db_(path), version_(version) {
+    EXPECT_TRUE(Ok(db_.Exec(kSchemaV1)));
+    if (version >= 2) {
+      EXPECT_TRUE(Ok(db_.Exec(kSchemaV2)));
+    }
+    if (version >= 3) {
+      EXPECT_TRUE(Ok(db_.Exec(kSchemaV3)));
+    }
+    EXPECT_TRUE(Ok(db_.Exec("PRAGMA user_version = " + std::to_string(version))));
+  }
+
+  void Append(const std::string& patient, const std::vector<std::string>& entries,
+              const std::string& idempotency_key = {},
+              const Actor& actor = Actor{"import", "system", "v1"}) {
+    const int64_t now = ++clock_ms_;
+    auto [it, is_new] = streams_.try_emplace(patient);
+    Stream& s = it->second;
+    if (is_new) {
+      Run("INSERT INTO streams VALUES (?1, ?2)", {patient}, {now});
+      RunBlob("INSERT INTO patient_keys VALUES (?1, ?2, 1789000000000)", patient,
+              std::string_view(reinterpret_cast<const char*>(s.key.data()), 32));
+    }
+    const int64_t first = s.version + 1;
+    for (size_t i = 0; i < entries.size(); ++i) {
+      auto checked = CheckEntry(entries[i], i, patient, ParseOptions{});
+      ASSERT_TRUE(Ok(checked));
+      EntryRow row;
+      row.patient_id = patient;
+      row.version = ++s.version;
+      row.position = ++position_;
+      row.event_id = checked->is_patient || checked->event_id.empty()
+                         ? AssignedEventId(patient, row.version, 0)
+                         : checked->event_id;
+      row.type = checked->type;
+      const std::string stored = StoredJson(*checked, row.event_id);
+      row.payload = SealPayload(s.key, patient, row.version, stored);
+      row.recorded_at_ms = now;
+      row.actor = actor;
+      row.idempotency_key = idempotency_key;
+      row.prev_hash = s.prev;
+      row.hash = EntryHash(row);
+      s.prev = row.hash;
+      ASSERT_TRUE(Ok(FoldEntry(s.state, row.type, stored)));
+      InsertEntry(row);
+    }
+    if (!idempotency_key.empty()) {
+      Run("INSERT INTO appends VALUES (?1, ?2, ?3, ?4)", {patient, idempotency_key},
+          {first, s.version});
+    }
+    if (version_ >= 3) {
+      const std::string sealed = SealState(s.key, patient, s.version, s.state);
+      Run("DELETE FROM patient_state WHERE patient_id = ?1", {patient}, {});
+      sqlite3_stmt* stmt = Prepare("INSERT INTO patient_state VALUES (?1, ?2, ?3, ?4)");
+      sqlite3_bind_text(stmt, 1, patient.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_int64(stmt, 2, s.version);
+      sqlite3_bind_int64(stmt, 3, position_);
+      sqlite3_bind_blob(stmt, 4, sealed.data(), static_cast<int>(sealed.size()), SQLITE_TRANSIENT);
+      Finish(stmt);
+    }
+  }
+
+  // As versions 2 and 3 erased: the audit row, then the key (and the state) deleted.
+  void Erase(const std::string& patient) {
+    Run("INSERT INTO audit (action, patient_id, actor_id, actor_role, actor_source, at_ms) "
+        "VALUES ('erasure', ?1, 'dpo', 'administrator', 'cli', 1789000009999)",
+        {patient}, {});
+    Run("DELETE FROM patient_keys WHERE patient_id = ?1", {patient}, {});
+    if (version_ >= 3) Run("DELETE FROM patient_state WHERE patient_id = ?1", {patient}, {});
+  }
+
+ private:
+  struct Stream {
+    PatientKey key = PatientKey::Generate();
+    int64_t version = 0;
+    Hash prev{};
+    StateText state;
+  };
+
+  sqlite3_stmt* Prepare(const char* sql) {
+    sqlite3_stmt* stmt = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db_.get(), sql, -1, &stmt, nullptr), SQLITE_OK)
+        << sqlite3_errmsg(db_.get());
+    return stmt;
+  }
+  void Finish(sqlite3_stmt* stmt) {
+    EXPECT_EQ(sqlite3_step(stmt), SQLITE_DONE) << sqlite3_errmsg(db_.get());
+    sqlite3_finalize(stmt);
+  }
+  // Texts bound first (?1, ...), then integers.
+  void Run(const char* sql, const std::vector<std::string>& texts,
+           const std::vector<int64_t>& ints) {
+    sqlite3_stmt* stmt = Prepare(sql);
+    int i = 0;
+    for (const std::string& t : texts)
+      sqlite3_bind_text(stmt, ++i, t.c_str(), -1, SQLITE_TRANSIENT);
+    for (int64_t v : ints) sqlite3_bind_int64(stmt, ++i, v);
+    Finish(stmt);
+  }
+  void RunBlob(const char* sql, const std::string& text, std::string_view blob) {
+    sqlite3_stmt* stmt = Prepare(sql);
+    sqlite3_bind_text(stmt, 1, text.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(stmt, 2, blob.data(), static_cast<int>(blob.size()), SQLITE_TRANSIENT);
+    Finish(stmt);
+  }
+  void InsertEntry(const EntryRow& row) {
+    sqlite3_stmt* stmt = Prepare(
+        "INSERT INTO entries (position, patient_id, version, event_id, type, payload, "
+        "recorded_at_ms, actor_id, actor_role, actor_source, idempotency_key, prev_hash, hash) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
+    sqlite3_bind_int64(stmt, 1, row.position);
+    sqlite3_bind_text(stmt, 2, row.patient_id.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(stmt, 3, row.version);
+    sqlite3_bind_text(stmt, 4, row.event_id.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(stmt, 5, row.type.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(stmt, 6, row.payload.data(), static_cast<int>(row.payload.size()),
+                      SQLITE_TRANSIENT);
+    sqlite3_bind_int64(stmt, 7, row.recorded_at_ms);
+    sqlite3_bind_text(stmt, 8, row.actor.id.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(stmt, 9, row.actor.role.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(stmt, 10, row.actor.source.c_str(), -1, SQLITE_TRANSIENT);
+    if (row.idempotency_key.empty()) {
+      sqlite3_bind_null(stmt, 11);
+    } else {
+      sqlite3_bind_text(stmt, 11, row.idempotency_key.c_str(), -1, SQLITE_TRANSIENT);
+    }
+    sqlite3_bind_blob(stmt, 12, row.prev_hash.data(), 32, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(stmt, 13, row.hash.data(), 32, SQLITE_TRANSIENT);
+    Finish(stmt);
+  }
+
+  RawSqlite db_;
+  int version_;
+  int64_t position_ = 0;
+  int64_t clock_ms_ = 1789000000000;
+  std::map<std::string, Stream> streams_;
+};
+
+// Every column of every entry, one line each in position order, from `source`: the table
+// `entries` of a file before version 4, the view `entry_rows` from version 4.
+std::vector<std::string> EveryEntryColumn(const std::string& path, const std::string& source) {
+  RawSqlite db(path);
+  sqlite3_stmt* stmt = nullptr;
+  const std::string sql =
+      "SELECT position, patient_id, version, event_id, type, hex(payload), recorded_at_ms, "
+      "actor_id, actor_role, actor_source, quote(idempotency_key), hex(prev_hash), hex(hash) "
+      "FROM " +
+      source + " ORDER BY position";
+  std::vector<std::string> rows;
+  if (sqlite3_prepare_v2(db.get(), sql.c_str(), -1, &stmt, nullptr) != SQLITE_OK) {
+    ADD_FAILURE() << sqlite3_errmsg(db.get());
+    return rows;
+  }
+  while (sqlite3_step(stmt) == SQLITE_ROW) {
+    std::string line;
+    for (int c = 0; c < 13; ++c) {
+      const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt, c));
+      line += (c == 0 ? "" : "|") + std::string(text != nullptr ? text : "<null>");
+    }
+    rows.push_back(std::move(line));
+  }
+  sqlite3_finalize(stmt);
+  return rows;
+}
+
 TEST(SqliteMigration, VersionOneDatabaseIsUpgradedOnOpen) {
   TempDir dir;
   const std::string path = dir.File("v1.db");
@@ -640,23 +843,23 @@ TEST(SqliteMigration, VersionTwoDatabaseGetsItsStatesOnUpgrade) {
   TempDir dir;
   const std::string path = dir.File("v2.db");
   {
-    auto store = OpenOrDie(path);
-    WriteThreePatients(*store);
+    OldStoreFile old(path, 2);
+    for (const std::string p : {"p-1", "p-2", "p-3"}) {
+      old.Append(p, {PatientEntry(p), PrescriptionEntry("rx-1")});
+    }
+    for (const std::string p : {"p-1", "p-2", "p-3"}) {
+      old.Append(p, {WeightEntry(61), DispenseEntry("rx-1")});
+    }
     // A header update: the state's patient object is the latest one.
-    ASSERT_TRUE(Ok(store->Append(Request(
-        "p-1", {PatientEntry("p-1", R"(, "time_zone": "America/Chicago")"), WeightEntry(63)}, 4))));
-    ASSERT_TRUE(Ok(store->ErasePatient("p-3", TestActor())));
-  }
-  {
-    // Schema version 2 is version 3 without the table: take it away again.
-    RawSqlite db(path);
-    ASSERT_TRUE(Ok(db.Exec("DROP TABLE patient_state; PRAGMA user_version = 2")));
+    old.Append("p-1",
+               {PatientEntry("p-1", R"(, "time_zone": "America/Chicago")"), WeightEntry(63)});
+    old.Erase("p-3");
   }
   auto store = OpenOrDie(path);
   ASSERT_NE(store, nullptr);
   {
     RawSqlite db(path);
-    EXPECT_EQ(db.Text("PRAGMA user_version"), "3");
+    EXPECT_EQ(db.Text("PRAGMA user_version"), std::to_string(kSqliteSchemaVersion));
     EXPECT_EQ(db.Text("SELECT count(*) FROM patient_state"), "2");  // p-3 is erased
   }
   ExpectStatesMatchStreams(*store, {"p-1", "p-2"});
@@ -669,6 +872,128 @@ TEST(SqliteMigration, VersionTwoDatabaseGetsItsStatesOnUpgrade) {
   auto report = store->RebuildProjections();
   ASSERT_TRUE(Ok(report));
   EXPECT_EQ(report->repaired, 0);
+}
+
+// Version 4 rebuilds streams and entries: every row comes over unchanged (positions, versions,
+// payloads, metadata, hashes), keyed appends become one commit each and are still replayed by
+// their key, unkeyed ones one commit per entry; the file checks clean.
+TEST(SqliteMigration, VersionThreeDatabaseGetsIntegerStreamsAndCommits) {
+  TempDir dir;
+  const std::string path = dir.File("v3.db");
+  const Actor cli{"import", "system", "cli"};
+  {
+    OldStoreFile old(path, 3);
+    old.Append("p-1", {PatientEntry("p-1"), PrescriptionEntry("rx-1")}, "import:p-1", cli);
+    old.Append("p-2", {PatientEntry("p-2")});
+    old.Append("p-1", {WeightEntry(61), DispenseEntry("rx-1")}, {}, TestActor());
+    old.Append("p-3", {PatientEntry("p-3"), WeightEntry(50)}, "k-3");
+    old.Append("p-2", {WeightEntry(62), WeightEntry(63), WeightEntry(64)}, "k-2", TestActor());
+    old.Append("p-1", {WeightEntry(65)}, "k-1", TestActor());
+    old.Erase("p-3");
+  }
+  const std::vector<std::string> before = EveryEntryColumn(path, "entries");
+  ASSERT_EQ(before.size(), 11u);
+  auto store = OpenOrDie(path);
+  ASSERT_NE(store, nullptr);
+  {
+    RawSqlite db(path);
+    EXPECT_EQ(db.Text("PRAGMA user_version"), "4");
+    EXPECT_EQ(db.Text("PRAGMA journal_mode"), "wal");
+    EXPECT_EQ(db.Text("PRAGMA integrity_check"), "ok");
+    EXPECT_EQ(db.Text("PRAGMA foreign_key_check"), "");
+    EXPECT_EQ(db.Text("SELECT count(*) FROM sqlite_schema WHERE name IN ('appends', "
+                      "'streams_v4', 'entries_v4', 'entry_commit')"),
+              "0");
+    // Streams numbered in the order they began; four keyed appends, three unkeyed entries.
+    EXPECT_EQ(db.Text("SELECT group_concat(patient_id, ',') FROM "
+                      "(SELECT patient_id FROM streams ORDER BY id)"),
+              "p-1,p-2,p-3");
+    EXPECT_EQ(db.Text("SELECT count(*) FROM commits"), "7");
+    EXPECT_EQ(db.Text("SELECT count(*) FROM commits WHERE idempotency_key IS NOT NULL"), "4");
+    EXPECT_EQ(db.Text("SELECT count(DISTINCT commit_id) FROM entries WHERE stream = "
+                      "(SELECT id FROM streams WHERE patient_id = 'p-2')"),
+              "2");
+    EXPECT_EQ(db.Text("SELECT count(*) FROM patient_keys"), "2");
+    EXPECT_EQ(db.Text("SELECT count(*) FROM patient_state"), "2");
+    EXPECT_EQ(db.Text("SELECT count(*) FROM audit"), "1");
+    EXPECT_FALSE(db.Exec("UPDATE entries SET type = 'lab' WHERE version = 2").ok());
+    EXPECT_FALSE(db.Exec("DELETE FROM entries").ok());
+    EXPECT_FALSE(db.Exec("UPDATE commits SET actor_id = 'someone else'").ok());
+    EXPECT_FALSE(db.Exec("DELETE FROM commits").ok());
+  }
+  EXPECT_EQ(EveryEntryColumn(path, "entry_rows"), before);
+
+  // The stored entries as the store reads them, field by field.
+  auto all = store->ReadAll(0, 100);
+  ASSERT_TRUE(Ok(all));
+  ASSERT_EQ(all->size(), 11u);
+  EXPECT_EQ((*all)[0].idempotency_key, "import:p-1");
+  EXPECT_EQ((*all)[0].actor.source, "cli");
+  EXPECT_EQ((*all)[3].patient_id, "p-1");
+  EXPECT_EQ((*all)[3].version, 3);
+  EXPECT_EQ((*all)[3].idempotency_key, "");
+  EXPECT_EQ((*all)[3].actor.id, "dr-test");
+  EXPECT_TRUE((*all)[5].erased);
+
+  // An old key is replayed: nothing written, the first result.
+  auto replayed =
+      store->Append(Request("p-2", {WeightEntry(62), WeightEntry(63), WeightEntry(64)}, {}, "k-2"));
+  ASSERT_TRUE(Ok(replayed));
+  EXPECT_TRUE(replayed->replayed);
+  EXPECT_EQ(replayed->first_version, 2);
+  EXPECT_EQ(replayed->last_version, 4);
+  EXPECT_EQ(replayed->last_position, 10);
+  EXPECT_EQ(replayed->event_ids, (std::vector<std::string>{"p-2-2", "p-2-3", "p-2-4"}));
+  auto replayed_import = store->Append(
+      Request("p-1", {PatientEntry("p-1"), PrescriptionEntry("rx-1")}, 0, "import:p-1"));
+  ASSERT_TRUE(Ok(replayed_import));
+  EXPECT_TRUE(replayed_import->replayed);
+  EXPECT_EQ(replayed_import->last_position, 2);
+
+  // New entries chain onto the old; states, erasure and verify as before.
+  auto appended = store->Append(Request("p-1", {WeightEntry(66)}, 5, "k-1b"));
+  ASSERT_TRUE(Ok(appended));
+  EXPECT_EQ(appended->first_version, 6);
+  EXPECT_EQ(appended->last_position, 12);
+  ExpectStatesMatchStreams(*store, {"p-1", "p-2"});
+  auto erased = store->ReadState("p-3");
+  ASSERT_TRUE(Ok(erased));
+  EXPECT_TRUE(erased->erased);
+  EXPECT_TRUE(Fails(store->Append(Request("p-3", {WeightEntry(51)}, 2)), ErrorKind::kBadInput,
+                    "patient_id", "erased"));
+  auto report = store->Verify();
+  ASSERT_TRUE(Ok(report));
+  EXPECT_FALSE(report->first_problem.has_value()) << *report->first_problem;
+  EXPECT_EQ(report->entries_checked, 12);
+  EXPECT_EQ(report->streams_checked, 3);
+  auto rebuilt = store->RebuildProjections();
+  ASSERT_TRUE(Ok(rebuilt));
+  EXPECT_EQ(rebuilt->repaired, 0);
+  store.reset();
+  RawSqlite db(path);
+  EXPECT_EQ(db.Text("PRAGMA integrity_check"), "ok");
+  EXPECT_EQ(db.Text("PRAGMA foreign_key_check"), "");
+}
+
+// The rebuild checks the foreign keys before it commits: a file where one does not hold is
+// refused and left as it was.
+TEST(SqliteMigration, AVersionThreeFileWhoseForeignKeysDoNotHoldIsLeftAlone) {
+  TempDir dir;
+  const std::string path = dir.File("v3.db");
+  {
+    OldStoreFile old(path, 3);
+    old.Append("p-1", {PatientEntry("p-1")}, "k-1");
+  }
+  {
+    RawSqlite db(path);  // foreign keys are off on a raw connection
+    ASSERT_TRUE(Ok(db.Exec("INSERT INTO patient_keys VALUES ('ghost', zeroblob(32), 1)")));
+  }
+  EXPECT_TRUE(Fails(OpenEventStore(path), ErrorKind::kInternal, "", "foreign key does not hold"));
+  RawSqlite db(path);
+  EXPECT_EQ(db.Text("PRAGMA user_version"), "3");
+  EXPECT_EQ(db.Text("SELECT count(*) FROM sqlite_schema WHERE name IN ('appends', 'commits')"),
+            "1");
+  EXPECT_EQ(db.Text("SELECT count(*) FROM entries WHERE patient_id = 'p-1'"), "1");
 }
 
 // ---- Restore
@@ -954,6 +1279,87 @@ TEST(SqlitePreparedAppend, EscapedKeysAndAPatientTypeTakeTheGeneralWay) {
   ExpectStatesMatchStreams(store, {"e-1", "e-2", "e-3"});
 }
 
+// ---- Bulk import mode
+
+// `count` records from `first` on, prepared as `isoguard import` prepares them.
+std::vector<PreparedAppend> PrepareRecords(int first, int count) {
+  std::vector<PreparedAppend> out;
+  for (int i = first; i < first + count; ++i) {
+    auto prepared = SqliteEventStore::PrepareRecord(ExampleRecord("bulk-" + std::to_string(i)).line,
+                                                    BulkOptions());
+    EXPECT_TRUE(Ok(prepared));
+    if (prepared.ok()) out.push_back(std::move(*prepared));
+  }
+  return out;
+}
+
+TEST(SqliteBulkImport, AloneTheWriterLeavesWalForTheImportAndComesBack) {
+  TempDir dir;
+  const std::string path = dir.File("s.db");
+  auto opened = SqliteEventStore::Open(path);
+  ASSERT_TRUE(Ok(opened));
+  SqliteEventStore& store = **opened;
+  std::vector<PreparedAppend> before = PrepareRecords(0, 10);
+  for (const auto& r : store.AppendPrepared(before)) ASSERT_TRUE(Ok(r));
+  ASSERT_TRUE(Ok(store.ReadStream("bulk-3")));  // an idle reader connection: closed by the scope
+  {
+    SqliteEventStore::BulkImportScope scope(store);
+    EXPECT_TRUE(scope.rollback_journal());
+    std::vector<PreparedAppend> records = PrepareRecords(10, 200);
+    for (const auto& r : store.AppendPrepared(records)) ASSERT_TRUE(Ok(r));
+    namespace fs = std::filesystem;
+    EXPECT_FALSE(fs::exists(path + "-wal"));
+    EXPECT_TRUE(fs::exists(path + "-journal"));  // TRUNCATE leaves it, empty
+    EXPECT_EQ(fs::file_size(path + "-journal"), 0u);
+    // Reads still work meanwhile.
+    auto stream = store.ReadStream("bulk-150");
+    ASSERT_TRUE(Ok(stream));
+    EXPECT_EQ(stream->version, 6);
+    std::vector<PreparedAppend> again = PrepareRecords(150, 1);
+    auto replayed = store.AppendPrepared(again);
+    ASSERT_TRUE(Ok(replayed[0]));
+    EXPECT_TRUE(replayed[0]->replayed);
+  }
+  ASSERT_TRUE(Ok(store.Append(Request("bulk-0", {WeightEntry(60)}, 6))));
+  auto report = store.Verify();
+  ASSERT_TRUE(Ok(report));
+  EXPECT_FALSE(report->first_problem.has_value()) << *report->first_problem;
+  EXPECT_EQ(report->streams_checked, 210);
+  EXPECT_EQ(report->entries_checked, 210 * 6 + 1);
+  ExpectStatesMatchStreams(store, {"bulk-0", "bulk-99", "bulk-209"});
+  opened->reset();
+  RawSqlite db(path);
+  EXPECT_EQ(db.Text("PRAGMA journal_mode"), "wal");
+  EXPECT_EQ(db.Text("PRAGMA integrity_check"), "ok");
+  EXPECT_EQ(db.Text("PRAGMA foreign_key_check"), "");
+}
+
+TEST(SqliteBulkImport, BesideAnotherConnectionTheImportStaysInWal) {
+  TempDir dir;
+  const std::string path = dir.File("s.db");
+  auto opened = SqliteEventStore::Open(path);
+  ASSERT_TRUE(Ok(opened));
+  SqliteEventStore& store = **opened;
+  std::vector<PreparedAppend> before = PrepareRecords(0, 10);
+  for (const auto& r : store.AppendPrepared(before)) ASSERT_TRUE(Ok(r));
+  RawSqlite other(path);  // another process's connection, say
+  ASSERT_EQ(other.Text("SELECT count(*) FROM streams"), "10");
+  {
+    SqliteEventStore::BulkImportScope scope(store);
+    EXPECT_FALSE(scope.rollback_journal());
+    std::vector<PreparedAppend> records = PrepareRecords(10, 200);
+    for (const auto& r : store.AppendPrepared(records)) ASSERT_TRUE(Ok(r));
+    EXPECT_EQ(other.Text("PRAGMA journal_mode"), "wal");
+    EXPECT_EQ(other.Text("SELECT count(*) FROM streams"), "210");
+  }
+  auto report = store.Verify();
+  ASSERT_TRUE(Ok(report));
+  EXPECT_FALSE(report->first_problem.has_value()) << *report->first_problem;
+  EXPECT_EQ(report->entries_checked, 210 * 6);
+  EXPECT_EQ(other.Text("PRAGMA journal_mode"), "wal");
+  EXPECT_EQ(other.Text("PRAGMA integrity_check"), "ok");
+}
+
 // ---- Crash safety
 
 // The child: four threads append to their own streams (creating them if need be) and report
@@ -1072,6 +1478,134 @@ TEST(SqliteCrashSafety, AcknowledgedAppendsSurviveSigkillAtRandomMoments) {
   }
   RecordProperty("acknowledged_appends", static_cast<int>(total_lines));
   EXPECT_GT(total_lines, 0);
+}
+
+// The child of the bulk import crash test: imports `records` records in groups, in bulk import
+// mode, reporting its journal mode ("mode truncate") and each acknowledged group ("upto N").
+constexpr int kCrashImportRecords = 6000;
+constexpr int kCrashImportGroup = 200;
+
+[[noreturn]] void ImportUntilKilled(const std::string& path, int fd) {
+  auto say = [fd](const std::string& line) {
+    if (::write(fd, line.data(), line.size()) < 0) ::_exit(4);
+  };
+  auto opened = SqliteEventStore::Open(path);
+  if (!opened.ok()) {
+    say("error " + opened.error().ToString() + "\n");
+    ::_exit(1);
+  }
+  SqliteEventStore& store = **opened;
+  SqliteEventStore::BulkImportScope scope(store);
+  say(scope.rollback_journal() ? "mode truncate\n" : "mode wal\n");
+  for (int first = 0; first < kCrashImportRecords; first += kCrashImportGroup) {
+    std::vector<PreparedAppend> group = PrepareRecords(first, kCrashImportGroup);
+    for (const auto& r : store.AppendPrepared(group)) {
+      if (!r.ok()) {
+        say("error " + r.error().ToString() + "\n");
+        ::_exit(3);
+      }
+    }
+    say("upto " + std::to_string(first + kCrashImportGroup) + "\n");
+  }
+  ::_exit(0);
+}
+
+// An import in bulk import mode (a rollback journal) killed at a random moment: the next open
+// rolls the hot journal back and puts the file in WAL again; every acknowledged group is
+// there, the file checks clean, and a re-run of the import writes the rest.
+TEST(SqliteCrashSafety, BulkImportKilledAtRandomMomentsIsCompletedByARerun) {
+  std::mt19937 rng(20261127);
+  int rounds_in_rollback_mode = 0;
+  for (int round = 0; round < 6; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    TempDir dir;
+    const std::string path = dir.File("import.db");
+    {
+      // The file exists (and is in WAL) before the import begins, as after a first import.
+      auto opened = SqliteEventStore::Open(path);
+      ASSERT_TRUE(Ok(opened));
+    }
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    std::fflush(nullptr);
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      ::close(fds[0]);
+      ImportUntilKilled(path, fds[1]);
+    }
+    ::close(fds[1]);
+    std::string received;
+    auto drain = [&](int timeout_ms) {
+      pollfd p{fds[0], POLLIN, 0};
+      if (::poll(&p, 1, timeout_ms) <= 0) return false;
+      char buffer[4096];
+      const ssize_t n = ::read(fds[0], buffer, sizeof buffer);
+      if (n <= 0) return false;
+      received.append(buffer, static_cast<size_t>(n));
+      return true;
+    };
+    const auto kill_at =
+        std::chrono::steady_clock::now() +
+        std::chrono::milliseconds(std::uniform_int_distribution<int>(20, 600)(rng));
+    while (std::chrono::steady_clock::now() < kill_at) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          kill_at - std::chrono::steady_clock::now());
+      drain(static_cast<int>(std::max<int64_t>(1, left.count())));
+    }
+    ASSERT_EQ(::kill(child, SIGKILL), 0);
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    while (drain(0)) {
+    }
+    ::close(fds[0]);
+    ASSERT_EQ(received.find("error"), std::string::npos) << received;
+    if (received.find("mode truncate") != std::string::npos) ++rounds_in_rollback_mode;
+    int acknowledged = 0;
+    std::istringstream lines(received.substr(0, received.rfind('\n') + 1));
+    std::string word;
+    while (lines >> word) {
+      if (word == "upto") lines >> acknowledged;
+    }
+
+    auto opened = SqliteEventStore::Open(path);
+    ASSERT_TRUE(Ok(opened));
+    SqliteEventStore& store = **opened;
+    auto report = store.Verify();
+    ASSERT_TRUE(Ok(report));
+    EXPECT_FALSE(report->first_problem.has_value()) << *report->first_problem;
+    EXPECT_GE(report->streams_checked, acknowledged) << "an acknowledged record is missing";
+    EXPECT_EQ(report->entries_checked, 6 * report->streams_checked);
+    {
+      RawSqlite db(path);
+      EXPECT_EQ(db.Text("PRAGMA journal_mode"), "wal");
+      EXPECT_EQ(db.Text("PRAGMA integrity_check"), "ok");
+      EXPECT_EQ(db.Text("PRAGMA foreign_key_check"), "");
+    }
+    // The re-run: what was written is replayed, the rest imported.
+    int replayed = 0;
+    {
+      SqliteEventStore::BulkImportScope scope(store);
+      for (int first = 0; first < kCrashImportRecords; first += kCrashImportGroup) {
+        std::vector<PreparedAppend> group = PrepareRecords(first, kCrashImportGroup);
+        for (const auto& r : store.AppendPrepared(group)) {
+          ASSERT_TRUE(Ok(r));
+          replayed += r->replayed ? 1 : 0;
+        }
+      }
+    }
+    EXPECT_EQ(replayed, report->streams_checked);
+    report = store.Verify();
+    ASSERT_TRUE(Ok(report));
+    EXPECT_FALSE(report->first_problem.has_value()) << *report->first_problem;
+    EXPECT_EQ(report->streams_checked, kCrashImportRecords);
+    ExpectStatesMatchStreams(store, {"bulk-0", "bulk-" + std::to_string(kCrashImportRecords - 1)});
+    opened->reset();
+    RawSqlite db(path);
+    EXPECT_EQ(db.Text("PRAGMA journal_mode"), "wal");
+    EXPECT_EQ(db.Text("PRAGMA integrity_check"), "ok");
+  }
+  EXPECT_GT(rounds_in_rollback_mode, 0);
 }
 
 }  // namespace

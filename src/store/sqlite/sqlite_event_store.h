@@ -23,7 +23,15 @@
 // Bulk import: PrepareRecord turns a record of the contract format into the first append of a
 // new stream on the calling thread -- the record checked once with the engine's parser, its
 // entries sealed and hashed, its state folded and sealed -- so that the writer only inserts
-// rows. AppendPrepared submits many at once, to be committed in large transactions.
+// rows. AppendPrepared submits many at once, to be committed in large transactions. During an
+// import (BulkImportScope) the writer uses a rollback journal instead of the WAL when the file
+// is its alone, so that each page is written once rather than to the WAL and again by the
+// checkpoint; the file is back in WAL when the scope ends, or at the next open after a crash.
+//
+// Rows: a stream has an integer id (streams.id) that keys its entries, so that the entries'
+// index inserts of new streams land at the right edge of their B-trees; what an append's entries
+// share (time, actor, idempotency key) is one `commits` row. The view entry_rows joins them back
+// into the columns that EntryHash hashes, identical on both backends.
 //
 // Schema: versioned migrations run on open inside one transaction; PRAGMA user_version holds
 // the version and application_id marks the file as isoguard's. A database whose version is
@@ -54,7 +62,10 @@ namespace isoguard::store {
 //   1: streams, entries, patient_keys, appends (idempotency).
 //   2: audit (erasures), and the rule that a key is deleted only with its erasure recorded.
 //   3: patient_state (projections), built for the existing streams by the migration.
-inline constexpr int kSqliteSchemaVersion = 3;
+//   4: integer stream ids (streams.id) keying entries; one `commits` row per append holding
+//      what its entries share (recorded_at, actor, idempotency key), replacing `appends`; the
+//      view entry_rows gives an entry's columns as version 3 stored them.
+inline constexpr int kSqliteSchemaVersion = 4;
 // PRAGMA application_id of an isoguard database: "ISOG".
 inline constexpr int kSqliteApplicationId = 0x49534F47;
 
@@ -132,6 +143,29 @@ class SqliteEventStore final : public EventStore {
   // stream that exists already is replayed when the idempotency key is the same, else a
   // kConflict as for Append with expected version 0.
   std::vector<Result<AppendResult>> AppendPrepared(std::vector<PreparedAppend>& appends);
+
+  // Bulk import mode, for `isoguard import`: while the scope lives the writer uses a rollback
+  // journal (journal_mode=TRUNCATE) instead of the WAL, so that each page is written once
+  // rather than to the WAL and again by the checkpoint. synchronous=FULL stays: every commit
+  // is as durable as in WAL mode, and a crash leaves a hot journal that the next open rolls
+  // back before it puts the file in WAL again. SQLite leaves WAL only when no other connection
+  // has the file open: the scope closes the store's idle reader connections, and when a read
+  // is in progress or another connection (another process) has the file, the store simply
+  // stays in WAL. Reads during the scope work but wait for the writer's commits (and it for
+  // them). The destructor puts the file back in WAL. One scope at a time.
+  class BulkImportScope {
+   public:
+    explicit BulkImportScope(SqliteEventStore& store);
+    ~BulkImportScope();
+    BulkImportScope(const BulkImportScope&) = delete;
+    BulkImportScope& operator=(const BulkImportScope&) = delete;
+    // Whether the writer left WAL for the scope.
+    bool rollback_journal() const { return rollback_journal_; }
+
+   private:
+    SqliteEventStore& store_;
+    bool rollback_journal_ = false;
+  };
 
   // The streams in the order they began (the position of each one's first entry), those
   // that began after `after_position`, at most min(limit, kMaxReadAllEntries): what export
