@@ -81,6 +81,36 @@ AuthorizationScan ScanAuthorizations(std::string_view record_json) {
   return scan;
 }
 
+AuthorizationScan ScanAuthorizations(const Record& record) {
+  AuthorizationScan scan;
+  for (const Event& e : record.events) {
+    switch (e.type) {
+      case EventType::kAuthorization: {
+        StreamAuthorization a;
+        a.id = e.ref2;
+        a.prescription_id = e.ref;
+        a.event_id = e.id;
+        a.dispense_by = e.dispense_by;
+        a.at = e.at;
+        scan.authorizations.push_back(std::move(a));
+        break;
+      }
+      case EventType::kAuthorizationReversal:
+        scan.reversed.insert(e.ref2);
+        break;
+      case EventType::kDispense:
+        scan.dispensed_prescriptions.insert(e.ref);
+        break;
+      case EventType::kEnteredInError:
+        scan.withdrawn.insert(e.ref);
+        break;
+      default:
+        break;
+    }
+  }
+  return scan;
+}
+
 bool AuthorizationScan::IsClosed(const StreamAuthorization& a) const {
   // A dispense names its authorization; one recorded without (an imported history) closes the
   // authorization of its prescription all the same.
@@ -556,7 +586,11 @@ Result<AuthorizationAnswer> Service::Authorize(const Principal& who,
     if (!record.ok()) {
       return Error::Internal("the stored record does not parse: " + record.error().ToString());
     }
-    const detail::AuthorizationScan scan = detail::ScanAuthorizations(state->record_json);
+    detail::AuthorizationScan scan = detail::ScanAuthorizations(*record);
+    if (scan.OpenFor(request.prescription_id) != nullptr) {
+      // Which pharmacy holds it is in the event's JSON only (rare: a repeated request).
+      scan = detail::ScanAuthorizations(state->record_json);
+    }
     AuthorizationAnswer answer;
     answer.patient_id = request.patient_id;
     answer.prescription_id = request.prescription_id;

@@ -9,6 +9,7 @@
 
 #include "core/result.h"
 #include "core/time.h"
+#include "domain/record.h"
 
 namespace isoguard::service::detail {
 
@@ -48,5 +49,8 @@ struct AuthorizationScan {
 };
 
 AuthorizationScan ScanAuthorizations(std::string_view record_json);
+// The same from the parsed record, without the pharmacy and pharmacist of each authorization
+// (fields the record format does not read): the fast path of a decision.
+AuthorizationScan ScanAuthorizations(const Record& record);
 
 }  // namespace isoguard::service::detail
