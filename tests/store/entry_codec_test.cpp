@@ -11,10 +11,59 @@
 #include <array>
 #include <boost/json.hpp>
 
+#include "store/projection.h"
 #include "store_test_support.h"
 
 namespace isoguard::store::testing {
 namespace {
+
+void PutU64(std::string& out, uint64_t n) {
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>(n >> (8 * i)));
+}
+
+// States are sealed compressed (format 3); those sealed plain (format 2, before) still open.
+TEST(StateSealing, CompressedNowAndPlainBeforeBothOpen) {
+  const PatientKey key = PatientKey::Generate();
+  StateText state;
+  state.patient =
+      R"({"id":"p-1","birth_date":"2000-01-01","jurisdiction":"US","category":"can_get_pregnant"})";
+  for (int i = 0; i < 40; ++i) {
+    if (i > 0) state.events += ",";
+    state.events += R"({"type":"weight","id":"e)" + std::to_string(i) +
+                    R"(","at":"2026-09-01T10:00:00Z","kg":60.5})";
+    ++state.event_count;
+  }
+  const std::string sealed = SealState(key, "p-1", 41, state);
+  EXPECT_EQ(static_cast<uint8_t>(sealed[0]), 3);
+  EXPECT_LT(sealed.size(), (state.patient.size() + state.events.size()) / 2);
+  auto opened = OpenState(key, "p-1", 41, sealed);
+  ASSERT_TRUE(opened.ok()) << opened.error().ToString();
+  EXPECT_EQ(opened->patient, state.patient);
+  EXPECT_EQ(opened->events, state.events);
+  EXPECT_EQ(opened->event_count, 40);
+  EXPECT_FALSE(OpenState(key, "p-1", 40, sealed).ok());  // bound to its version
+
+  // Format 2: the same layout, not deflated, under the same associated data.
+  std::string plain;
+  PutU64(plain, state.patient.size());
+  plain += state.patient;
+  PutU64(plain, static_cast<uint64_t>(state.event_count));
+  plain += state.events;
+  std::string ad = "isoguard.state.v1";
+  PutU64(ad, 3);
+  ad += "p-1";
+  PutU64(ad, 41);
+  const std::string old = SealWithKey(key, 2, ad, plain);
+  auto old_opened = OpenState(key, "p-1", 41, old);
+  ASSERT_TRUE(old_opened.ok()) << old_opened.error().ToString();
+  EXPECT_EQ(old_opened->events, state.events);
+
+  // A damaged size is refused, not trusted.
+  std::string packed;
+  PutU64(packed, uint64_t{1} << 40);
+  packed += "not an LZ4 block";
+  EXPECT_FALSE(OpenState(key, "p-1", 41, SealWithKey(key, 3, ad, packed)).ok());
+}
 
 const ParseOptions kOptions{};
 

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -1309,8 +1310,14 @@ TEST(SqliteBulkImport, AloneTheWriterLeavesWalForTheImportAndComesBack) {
     for (const auto& r : store.AppendPrepared(records)) ASSERT_TRUE(Ok(r));
     namespace fs = std::filesystem;
     EXPECT_FALSE(fs::exists(path + "-wal"));
-    EXPECT_TRUE(fs::exists(path + "-journal"));  // TRUNCATE leaves it, empty
-    EXPECT_EQ(fs::file_size(path + "-journal"), 0u);
+    ASSERT_TRUE(fs::exists(path + "-journal"));  // PERSIST keeps it, its header zeroed
+    {
+      std::ifstream journal(path + "-journal", std::ios::binary);
+      char header[28] = {};
+      journal.read(header, sizeof header);
+      EXPECT_TRUE(std::all_of(std::begin(header), std::end(header), [](char c) { return c == 0; }))
+          << "a committed journal must not be hot";
+    }
     // Reads still work meanwhile.
     auto stream = store.ReadStream("bulk-150");
     ASSERT_TRUE(Ok(stream));
@@ -1481,7 +1488,7 @@ TEST(SqliteCrashSafety, AcknowledgedAppendsSurviveSigkillAtRandomMoments) {
 }
 
 // The child of the bulk import crash test: imports `records` records in groups, in bulk import
-// mode, reporting its journal mode ("mode truncate") and each acknowledged group ("upto N").
+// mode, reporting its journal mode ("mode persist") and each acknowledged group ("upto N").
 constexpr int kCrashImportRecords = 6000;
 constexpr int kCrashImportGroup = 200;
 
@@ -1496,7 +1503,7 @@ constexpr int kCrashImportGroup = 200;
   }
   SqliteEventStore& store = **opened;
   SqliteEventStore::BulkImportScope scope(store);
-  say(scope.rollback_journal() ? "mode truncate\n" : "mode wal\n");
+  say(scope.rollback_journal() ? "mode persist\n" : "mode wal\n");
   for (int first = 0; first < kCrashImportRecords; first += kCrashImportGroup) {
     std::vector<PreparedAppend> group = PrepareRecords(first, kCrashImportGroup);
     for (const auto& r : store.AppendPrepared(group)) {
@@ -1560,7 +1567,7 @@ TEST(SqliteCrashSafety, BulkImportKilledAtRandomMomentsIsCompletedByARerun) {
     }
     ::close(fds[0]);
     ASSERT_EQ(received.find("error"), std::string::npos) << received;
-    if (received.find("mode truncate") != std::string::npos) ++rounds_in_rollback_mode;
+    if (received.find("mode persist") != std::string::npos) ++rounds_in_rollback_mode;
     int acknowledged = 0;
     std::istringstream lines(received.substr(0, received.rfind('\n') + 1));
     std::string word;

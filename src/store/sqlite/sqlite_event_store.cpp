@@ -1597,8 +1597,11 @@ Result<AppendResult> SqliteEventStore::Impl::ApplyPrepared(WriteRequest& request
   result.event_ids.reserve(p.rows.size());
   // Rows go kRowsPerInsert to a statement while that many are left, then one at a time: one
   // statement's fixed costs shared by many rows.
-  auto bind_row = [&](Use& q, int base, const PreparedRow& row, int64_t position) {
-    q.Bind(base + 1, position)
+  // The position is left to SQLite (NULL: the largest rowid plus one, which is what the writer
+  // counts too): it then appends at the end of the table's B-tree without seeking the key
+  // first. The result is checked against the count below.
+  auto bind_row = [&](Use& q, int base, const PreparedRow& row, int64_t /*position*/) {
+    q.BindNull(base + 1)
         .Bind(base + 2, stream)
         .Bind(base + 3, row.version)
         .Bind(base + 4, row.event_id)
@@ -1619,6 +1622,9 @@ Result<AppendResult> SqliteEventStore::Impl::ApplyPrepared(WriteRequest& request
     }
     if (q.Step() != SQLITE_DONE) {
       return SqliteError(db.get(), "writing entries[" + std::to_string(i) + "]");
+    }
+    if (sqlite3_last_insert_rowid(db.get()) != next_position + static_cast<int64_t>(n) - 1) {
+      return Error::Internal("entries were given positions other than the writer counted");
     }
     for (size_t k = 0; k < n; ++k) result.event_ids.push_back(p.rows[i + k].event_id);
     next_position += static_cast<int64_t>(n);
@@ -1708,9 +1714,9 @@ bool SqliteEventStore::Impl::EnterRollbackJournal() {
   }
   closing.clear();
   db.SetBusyTimeout(0);
-  auto mode = db.QueryText("PRAGMA journal_mode = TRUNCATE");
+  auto mode = db.QueryText("PRAGMA journal_mode = PERSIST");
   db.SetBusyTimeout(options.busy_timeout_ms);
-  if (mode.ok() && *mode == "truncate") return true;
+  if (mode.ok() && *mode == "persist") return true;
   // Still in WAL; make sure of it, should SQLite have said otherwise.
   (void)db.QueryText("PRAGMA journal_mode = WAL");
   return false;
