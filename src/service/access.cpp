@@ -1,6 +1,7 @@
 #include "service/access.h"
 
 #include <array>
+#include <optional>
 
 #include "service/credentials.h"
 
@@ -138,12 +139,27 @@ Result<Principal> Authenticator::Authenticate(std::string_view header, Instant n
   if (!LooksLikeToken(token)) {
     return Error::Unauthenticated("the token is not an isoguard token", "Authorization");
   }
-  auto found = store_.FindToken(HashToken(token));
-  if (!found.ok()) {
-    if (found.error().kind == ErrorKind::kNotFound) {
-      return Error::Unauthenticated("unknown token", "Authorization");
+  const TokenHash hash = HashToken(token);
+  const std::string key(reinterpret_cast<const char*>(hash.data()), hash.size());
+  std::optional<ServiceStore::TokenAndAccount> found;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = cache_.find(key); it != cache_.end() && it->second.until > now) {
+      found = it->second.found;
     }
-    return found.error();
+  }
+  if (!found) {
+    auto read = store_.FindToken(hash);
+    if (!read.ok()) {
+      if (read.error().kind == ErrorKind::kNotFound) {
+        return Error::Unauthenticated("unknown token", "Authorization");
+      }
+      return read.error();
+    }
+    found = std::move(*read);
+    std::lock_guard lock(mu_);
+    if (cache_.size() >= kMaxCachedTokens) cache_.clear();
+    cache_[key] = Cached{*found, now + std::chrono::milliseconds(kTokenCacheMs)};
   }
   const Token& t = found->token;
   if (t.revoked_at.has_value()) {
@@ -154,9 +170,20 @@ Result<Principal> Authenticator::Authenticate(std::string_view header, Instant n
     return Error::Unauthenticated("the account is disabled", "Authorization");
   }
   Principal p;
-  p.account = std::move(found->account);
+  p.account = found->account;
   p.token_id = t.id;
   return p;
+}
+
+void Authenticator::ForgetAccount(const std::string& account_id) {
+  std::lock_guard lock(mu_);
+  std::erase_if(cache_,
+                [&](const auto& entry) { return entry.second.found.account.id == account_id; });
+}
+
+void Authenticator::ForgetToken(int64_t token_id) {
+  std::lock_guard lock(mu_);
+  std::erase_if(cache_, [&](const auto& entry) { return entry.second.found.token.id == token_id; });
 }
 
 }  // namespace isoguard::service

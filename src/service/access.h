@@ -17,9 +17,11 @@
 // Thread-safe: the functions are pure; Authenticator only reads the store.
 #pragma once
 
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "core/result.h"
 #include "core/time.h"
@@ -90,13 +92,29 @@ Result<Capability> CapabilityForEvent(std::string_view type);
 
 // Resolves "Bearer <token>" to a principal: kUnauthenticated when the header is missing or
 // malformed, the token unknown, expired or revoked, or its account disabled.
+//
+// What the store says of a token is kept for kTokenCacheMs, so that a busy pharmacy's
+// requests do not each read it: a revocation or a disabled account made through this process
+// (Forget*) takes effect at once, one made by another process (the `isoguard admin` command)
+// within that time. Expiry is checked at every request. Thread-safe.
 class Authenticator {
  public:
+  static constexpr int64_t kTokenCacheMs = 2000;
+  static constexpr size_t kMaxCachedTokens = 100000;
+
   explicit Authenticator(ServiceStore& store) : store_(store) {}
   Result<Principal> Authenticate(std::string_view authorization_header, Instant now) const;
+  void ForgetAccount(const std::string& account_id);
+  void ForgetToken(int64_t token_id);
 
  private:
+  struct Cached {
+    ServiceStore::TokenAndAccount found;
+    Instant until{};
+  };
   ServiceStore& store_;
+  mutable std::mutex mu_;
+  mutable std::unordered_map<std::string, Cached> cache_;  // key: the token hash's bytes
 };
 
 }  // namespace isoguard::service

@@ -283,7 +283,9 @@ Status Service::SetAccountDisabled(const Principal* who, const std::string& acco
   if (who != nullptr) {
     if (auto st = Require(*who, Capability::kManageAccounts); !st.ok()) return st;
   }
-  return store_.SetAccountDisabled(account_id, disabled);
+  Status st = store_.SetAccountDisabled(account_id, disabled);
+  authenticator_.ForgetAccount(account_id);
+  return st;
 }
 
 Result<IssuedToken> Service::SignIn(const std::string& account_id, const std::string& password) {
@@ -306,7 +308,9 @@ Result<IssuedToken> Service::SignIn(const std::string& account_id, const std::st
 
 Status Service::SignOut(const Principal& who) {
   if (who.token_id == 0) return {};
-  return store_.RevokeToken(who.token_id, Now());
+  Status st = store_.RevokeToken(who.token_id, Now());
+  authenticator_.ForgetToken(who.token_id);
+  return st;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -317,7 +321,18 @@ Result<std::optional<CareLink>> Service::CareOf(const std::string& patient_id) {
     return Error::BadInput("must be 1 to " + std::to_string(store::kMaxPatientIdBytes) + " bytes",
                            "patient_id");
   }
-  return store_.GetCareLink(patient_id);
+  {
+    std::lock_guard lock(cache_mu_);
+    if (auto it = care_cache_.find(patient_id); it != care_cache_.end()) {
+      return std::optional<CareLink>(it->second);
+    }
+  }
+  auto link = store_.GetCareLink(patient_id);
+  if (!link.ok() || !link->has_value()) return link;
+  std::lock_guard lock(cache_mu_);
+  if (care_cache_.size() >= kMaxCachedLinks) care_cache_.clear();
+  care_cache_.emplace(patient_id, **link);
+  return link;
 }
 
 Status Service::RequireAccess(const Principal& who, Capability c, const std::string& patient_id) {
@@ -328,12 +343,23 @@ Status Service::RequireAccess(const Principal& who, Capability c, const std::str
 }
 
 Result<Organisation> Service::PharmacyOf(const Principal& who) {
-  auto org = store_.GetOrganisation(who.account.org_id);
-  if (!org.ok()) return org.error();
+  std::optional<Organisation> org;
+  {
+    std::lock_guard lock(cache_mu_);
+    if (auto it = org_cache_.find(who.account.org_id); it != org_cache_.end()) org = it->second;
+  }
+  if (!org) {
+    auto read = store_.GetOrganisation(who.account.org_id);
+    if (!read.ok()) return read.error();
+    org = std::move(*read);
+    std::lock_guard lock(cache_mu_);
+    if (org_cache_.size() >= kMaxCachedLinks) org_cache_.clear();
+    org_cache_.emplace(org->id, *org);
+  }
   if (org->kind != OrgKind::kPharmacy) {
     return Error::Forbidden("the account does not belong to a pharmacy");
   }
-  return org;
+  return *org;
 }
 
 // ---------------------------------------------------------------------------------------------

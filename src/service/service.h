@@ -23,6 +23,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "core/result.h"
@@ -148,7 +149,7 @@ class Service {
   const Rulebook& rulebook() const { return rulebook_; }
   ServiceStore& store() { return store_; }
   store::EventStore& events() { return events_; }
-  const Authenticator& authenticator() const { return authenticator_; }
+  Authenticator& authenticator() { return authenticator_; }
 
   // ---- Accounts (bootstrap from the CLI: `who` is nullptr there).
   Status CreateOrganisation(const Principal* who, const Organisation& org);
@@ -263,6 +264,12 @@ class Service {
   Authenticator authenticator_;
   std::function<void()> listener_;
   WebhookPoster poster_;
+  // Care links and organisations never change once made (LinkPatient refuses another clinic;
+  // organisations have no update): found ones are kept, bounded. Thread-safe under cache_mu_.
+  static constexpr size_t kMaxCachedLinks = 200000;
+  std::mutex cache_mu_;
+  std::unordered_map<std::string, CareLink> care_cache_;
+  std::unordered_map<std::string, Organisation> org_cache_;
   std::mutex project_mu_;  // one projection pass at a time
   std::mutex remind_mu_;   // one reminder walk at a time; guards its position
   size_t remind_org_ = 0;

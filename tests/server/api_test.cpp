@@ -544,6 +544,13 @@ TEST_P(ApiTest, TokensExpireAreRevokedAndDieWithTheirAccount) {
   EXPECT_EQ(Post("/v1/accounts/staff-a/disable", "admin", "").status, 200);
   EXPECT_EQ(Get("/v1/me", "staff-a").status, 401);
 
+  // Disabled by another process (the `isoguard admin` command writes the store directly):
+  // refused once this process's two-second memory of the token has passed.
+  EXPECT_EQ(Get("/v1/me", "dr-b").status, 200);
+  ASSERT_TRUE(w().service_store().SetAccountDisabled("dr-b", true).ok());
+  w().Advance(std::chrono::milliseconds(service::Authenticator::kTokenCacheMs + 1));
+  EXPECT_EQ(Get("/v1/me", "dr-b").status, 401);
+
   // Refused attempts are audited too.
   w().audit().Flush();
   service::AuditFilter f;
