@@ -8,7 +8,7 @@ BUILD := build/release
 BUILD_SAN := build/sanitize
 ISOGUARD := $(BUILD)/isoguard
 
-.PHONY: all bootstrap build build-san demo tour test test-san bench format clean
+.PHONY: all bootstrap build build-san demo tour test test-san bench bench-http format clean
 
 all: build
 
@@ -62,6 +62,10 @@ test: build test-san
 
 bench: build
 	@$(BUILD)/isoguard_bench
+
+# The service under wrk on a 100,000-patient SQLite store (docs/performance.md, "The service").
+bench-http: build
+	@scripts/bench-http $(ISOGUARD) $(BUILD)/bench-http
 
 format:
 	@clang-format -i $$(git ls-files '*.cpp' '*.h')
