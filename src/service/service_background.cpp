@@ -444,7 +444,7 @@ Result<int64_t> Service::Remind(size_t max_patients) {
       for (const DueItem& d : (*evaluated)->evaluation.due) {
         const int32_t days_left = d.due_by - today;
         if (days_left < 0 || days_left > kReminderLeadDays) continue;
-        if (d.code == "CONTRACEPTION_UNTIL" || d.code == "NO_BLOOD_DONATION_UNTIL") continue;
+        if (d.code.ends_with("_UNTIL")) continue;  // advice with an end date, not a task
         const std::string message =
             DueSummary(d.code) + " for patient " + link.patient_id + " is due by " +
             d.due_by.ToString() +
@@ -574,6 +574,9 @@ Result<Worklist> Service::PrescriberWorklist(const Principal& who, LocalDate as_
         }
       }
       for (const DueItem& d : ev.due) {
+        // "Until" dates (contraception, no blood donation) are advice with an end, not tasks
+        // that fall due.
+        if (d.code.ends_with("_UNTIL")) continue;
         if (d.due_by < as_of) {
           item.overdue.emplace_back(d.code);
         } else if (d.due_by - as_of <= kDueHorizonDays) {

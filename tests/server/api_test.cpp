@@ -391,17 +391,37 @@ TEST_P(ApiTest, TemperatureExcursionQuarantinesUntilReleased) {
 
 TEST_P(ApiTest, PrescriberWorklistShowsWhatIsDueAndStaysInTheClinic) {
   EnrollReady("p-8");
+  // In treatment: the engine's due list then holds NO_BLOOD_DONATION_UNTIL, advice with an end
+  // date that the worklist must not show as a task.
+  auto auth =
+      Post("/v1/authorizations", "ph-a", R"({"patient_id":"p-8","prescription_id":"rx-1"})");
+  ASSERT_EQ(auth.status, 201);
+  AddLot("ph-a", "L-8", "shelf-8");
+  ASSERT_EQ(Post("/v1/dispenses", "ph-a",
+                 R"({"authorization_id":")" + auth.str("authorization_id") +
+                     R"(","lot_id":"L-8","medication_guide_given":true})")
+                .status,
+            201);
   auto r = Post(
       "/v1/patients", "dr-b",
       R"({"patient_id":"p-b","birth_date":"1990-01-01","jurisdiction":"US","category":"can_get_pregnant"})");
   ASSERT_EQ(r.status, 201);
   w().Advance(std::chrono::hours(24 * 40));
-  auto list = Get("/v1/worklists/prescriber?as_of=2026-10-24&limit=10", "dr-a");
+  auto list = Get("/v1/worklists/prescriber?as_of=2026-11-08&limit=10", "dr-a");
   ASSERT_EQ(list.status, 200) << list.raw.body;
   const auto& items = list.obj().at("items").as_array();
   ASSERT_EQ(items.size(), 1u);
   EXPECT_EQ(items[0].at("patient_id"), "p-8");
   EXPECT_FALSE(items[0].at("overdue").as_array().empty());
+  auto evaluation =
+      Get("/v1/patients/p-8/prescriptions/rx-1/evaluation?at=2026-11-08T12:00:00Z", "dr-a");
+  ASSERT_EQ(evaluation.status, 200);
+  EXPECT_NE(evaluation.raw.body.find("NO_BLOOD_DONATION_UNTIL"), std::string::npos);
+  for (const char* kind : {"overdue", "due"}) {
+    for (const auto& code : items[0].at(kind).as_array()) {
+      EXPECT_FALSE(std::string(code.as_string()).ends_with("_UNTIL")) << code;  // not tasks
+    }
+  }
   EXPECT_EQ(Get("/v1/patients/p-b", "dr-a").status, 403);
   EXPECT_EQ(Get("/v1/worklists/prescriber", "ph-a").status, 403);
 }
