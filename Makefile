@@ -12,8 +12,12 @@ ISOGUARD := $(BUILD)/isoguard
 
 all: build
 
+# Directories with an npm package-lock.json, installed exactly by scripts/npm-deps.
+NPM_DIRS :=
+
 bootstrap:
 	@scripts/bootstrap
+	@$(if $(strip $(NPM_DIRS)),scripts/npm-deps $(NPM_DIRS))
 
 build: bootstrap
 	@cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
