@@ -13,7 +13,7 @@ ISOGUARD := $(BUILD)/isoguard
 all: build
 
 # Directories with an npm package-lock.json, installed exactly by scripts/npm-deps.
-NPM_DIRS :=
+NPM_DIRS := web tests/e2e tests/fhir
 
 bootstrap:
 	@scripts/bootstrap
@@ -25,6 +25,7 @@ build: bootstrap
 
 # The sanitizer build compiles the test targets only (and the libraries they need).
 build-san: bootstrap
+	@node web/build.mjs >/dev/null  # the web app's files (web/dist), served by isoguard serve
 	@cmake -S . -B $(BUILD_SAN) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DISOGUARD_SANITIZE=ON \
 	  -DISOGUARD_BENCH=OFF >/dev/null
 	@cmake --build $(BUILD_SAN) -j $(JOBS) --target isoguard_tests
@@ -76,3 +77,10 @@ format:
 
 clean:
 	rm -rf build
+# The fault tests' long versions (docs/reliability.md): 100 SIGKILL rounds, longer load around
+# the PostgreSQL failover, the disk filling up, connection floods.
+.PHONY: soak
+soak: build
+	@cd $(BUILD) && ISOGUARD_SOAK=1 tests/isoguard_tests --gtest_filter='Fault*' \
+	  && ISOGUARD_SOAK=1 ctest --output-on-failure -R postgres_failover
+

@@ -10,12 +10,14 @@
 #include "cli/cli.h"
 #include "cli/cli_support.h"
 #include "server/api.h"
+#include "fhir/fhir_api.h"
 #include "server/audit_log.h"
 #include "server/http_server.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/router.h"
 #include "server/timed_event_store.h"
+#include "server/static_files.h"
 #include "server/webhook_sender.h"
 #include "service/background_worker.h"
 #include "service/service.h"
@@ -101,6 +103,23 @@ int RunServe(const Rulebook& rulebook, const ParseOptions& parse, const ServeOpt
   server::Router router;
   auto routes = server::AddApiRoutes(router, env);
 
+  // FHIR R4, CDS Hooks and $rems-etasu (docs/fhir.md), with the codes of knowledge/fhir.toml.
+  auto fhir_knowledge = fhir::LoadFhirKnowledge(options.data_dir);
+  if (!fhir_knowledge.ok()) return Fail(err, fhir_knowledge.error());
+  fhir::FhirOptions fhir_options;
+  fhir_options.knowledge = std::move(*fhir_knowledge);
+  fhir_options.fetch = fhir::HttpGet;
+  auto fhir_routes = fhir::AddFhirRoutes(router, env, std::move(fhir_options));
+  // The web app (web/dist, built by `make build`): served when present; the API alone
+  // otherwise.
+  auto web = server::StaticFiles::Load(std::filesystem::path(options.data_dir) / "web" / "dist");
+  if (web.ok()) {
+    server::AddStaticRoutes(router, std::make_shared<const server::StaticFiles>(std::move(*web)));
+  } else if (web.error().kind == ErrorKind::kNotFound) {
+    logger.Warn("the web app is not built: API only", {{"error", web.error().message}});
+  } else {
+    return Fail(err, web.error());
+  }
   server::ServerOptions so;
   so.listen = options.listen;
   so.tls_cert_file = options.tls_cert;

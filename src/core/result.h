@@ -24,36 +24,54 @@ enum class ErrorKind {
   kForbidden,           // authenticated, but this role or organisation may not do this
   kPreconditionFailed,  // If-Match named a version the resource is no longer at
   kUnavailable,         // overloaded, or storage that cannot take writes now (full, read-only)
+  kRateLimited,         // too many attempts (sign-in failures) from this account or address
 };
 
 struct Error {
   ErrorKind kind = ErrorKind::kInternal;
-  std::string message;  // a sentence a person can act on
-  std::string field;    // where: "events[3].kg", "programs/us-ipledge-2026.toml: window_days"
+  int retry_after_seconds = 0;  // kUnavailable, kRateLimited: when to ask again (0: at once)
+  std::string message;          // a sentence a person can act on
+  std::string field;  // where: "events[3].kg", "programs/us-ipledge-2026.toml: window_days"
 
   static Error BadInput(std::string message, std::string field = {}) {
-    return Error{ErrorKind::kBadInput, std::move(message), std::move(field)};
+    return Error{
+        .kind = ErrorKind::kBadInput, .message = std::move(message), .field = std::move(field)};
   }
   static Error NotFound(std::string message, std::string field = {}) {
-    return Error{ErrorKind::kNotFound, std::move(message), std::move(field)};
+    return Error{
+        .kind = ErrorKind::kNotFound, .message = std::move(message), .field = std::move(field)};
   }
   static Error Conflict(std::string message, std::string field = {}) {
-    return Error{ErrorKind::kConflict, std::move(message), std::move(field)};
+    return Error{
+        .kind = ErrorKind::kConflict, .message = std::move(message), .field = std::move(field)};
   }
   static Error Internal(std::string message, std::string field = {}) {
-    return Error{ErrorKind::kInternal, std::move(message), std::move(field)};
+    return Error{
+        .kind = ErrorKind::kInternal, .message = std::move(message), .field = std::move(field)};
   }
   static Error Unauthenticated(std::string message, std::string field = {}) {
-    return Error{ErrorKind::kUnauthenticated, std::move(message), std::move(field)};
+    return Error{.kind = ErrorKind::kUnauthenticated,
+                 .message = std::move(message),
+                 .field = std::move(field)};
   }
   static Error Forbidden(std::string message, std::string field = {}) {
-    return Error{ErrorKind::kForbidden, std::move(message), std::move(field)};
+    return Error{
+        .kind = ErrorKind::kForbidden, .message = std::move(message), .field = std::move(field)};
   }
   static Error PreconditionFailed(std::string message, std::string field = {}) {
-    return Error{ErrorKind::kPreconditionFailed, std::move(message), std::move(field)};
+    return Error{.kind = ErrorKind::kPreconditionFailed,
+                 .message = std::move(message),
+                 .field = std::move(field)};
   }
   static Error Unavailable(std::string message, std::string field = {}) {
-    return Error{ErrorKind::kUnavailable, std::move(message), std::move(field)};
+    return Error{
+        .kind = ErrorKind::kUnavailable, .message = std::move(message), .field = std::move(field)};
+  }
+  static Error RateLimited(std::string message, int retry_after_seconds) {
+    return Error{.kind = ErrorKind::kRateLimited,
+                 .retry_after_seconds = retry_after_seconds,
+                 .message = std::move(message),
+                 .field = {}};
   }
 
   // "events[3].kg: must be in (0, 500]" — the field first when there is one.

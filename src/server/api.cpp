@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 
+#include "rules/dose_planner.h"
 #include "server/json_body.h"
 #include "server/problem.h"
 #include "server/webhook_sender.h"
@@ -446,6 +447,124 @@ class Api {
   Counter& authorizations_existing_;
 };
 
+// GET /v1/knowledge: what the web app draws and says from knowledge/*.toml and programs/*.toml
+// (lab thresholds, the target band, product strengths, serious effects, crisis lines, each
+// program's windows), so that no clinical number is written into the app. Read-only; no patient
+// data, so any signed-in account may read it.
+json::object ThresholdJson(const Threshold& t, const std::string& code, const std::string& advice) {
+  return json::object{{"value", t.value},
+                      {"compare", t.compare == Comparison::kAtLeast ? "at_least" : "above"},
+                      {"code", code},
+                      {"advice", advice}};
+}
+
+json::object KnowledgeJson(const Rulebook& rulebook) {
+  const Knowledge& k = rulebook.knowledge;
+  json::array products;
+  for (const ProductInfo& p : k.products) {
+    json::array strengths;
+    for (double mg : p.strengths_mg) strengths.push_back(mg);
+    products.push_back(json::object{{"product", ToString(p.product)},
+                                    {"name", p.name},
+                                    {"strengths_mg", std::move(strengths)},
+                                    {"usual_min_mg_per_kg_day", p.usual_min_mg_per_kg_day},
+                                    {"usual_max_mg_per_kg_day", p.usual_max_mg_per_kg_day},
+                                    {"max_mg_per_kg_day", p.max_mg_per_kg_day},
+                                    {"take_with_food", p.take_with_food}});
+  }
+  json::array labs;
+  for (const LabFamily& f : k.lab_families) {
+    json::array tests;
+    for (LabTest t : f.tests) tests.push_back(json::string(ToString(t)));
+    json::object o{{"name", f.name},
+                   {"tests", std::move(tests)},
+                   {"relative_to_uln", f.relative_to_uln},
+                   {"warning", ThresholdJson(f.warning, f.warning_code, f.warning_advice)},
+                   {"critical", ThresholdJson(f.critical, f.critical_code, f.critical_advice)}};
+    if (f.relative_to_uln) o["default_uln"] = f.default_uln;
+    if (f.mmol_to_mg_dl) o["mmol_to_mg_dl"] = *f.mmol_to_mg_dl;
+    labs.push_back(std::move(o));
+  }
+  json::array crisis;
+  for (const CrisisResource& r : k.safety.crisis) {
+    crisis.push_back(json::object{{"jurisdiction", ToString(r.jurisdiction)},
+                                  {"service", r.service},
+                                  {"phone", r.phone},
+                                  {"how", r.how}});
+  }
+  json::array serious;
+  for (const SeriousEffect& e : k.safety.serious_effects) {
+    json::array terms;
+    for (const std::string& t : e.terms) terms.push_back(json::string(t));
+    serious.push_back(
+        json::object{{"code", e.code}, {"title", e.title}, {"terms", std::move(terms)}});
+  }
+  json::array programs;
+  for (const Program& p : rulebook.programs) {
+    json::object o{{"id", p.id},
+                   {"title", p.title},
+                   {"jurisdiction", ToString(p.jurisdiction)},
+                   {"time_zone", p.time_zone},
+                   {"pregnancy_test_window_days", p.tests.window_days},
+                   {"contraception_lead_in_days", p.contraception.lead_in_days},
+                   {"max_refills", p.supply.max_refills},
+                   {"monthly_interval_days", p.due.monthly_interval_days},
+                   {"post_treatment_test_days", p.due.post_treatment_test_days},
+                   {"contraception_after_last_dose_days", p.due.contraception_after_last_dose_days},
+                   {"no_blood_donation_days", p.due.no_blood_donation_days}};
+    if (p.supply.max_days_supply_can_get_pregnant) {
+      o["max_days_supply_can_get_pregnant"] = *p.supply.max_days_supply_can_get_pregnant;
+    }
+    programs.push_back(std::move(o));
+  }
+  const auto& target = k.treatment.default_target_mg_per_kg;
+  return json::object{{"target_mg_per_kg", json::array{target[0], target[1]}},
+                      {"products", std::move(products)},
+                      {"lab_families", std::move(labs)},
+                      {"phq9", json::object{{"moderate_min_total", k.mood.moderate_min_total},
+                                            {"severe_min_total", k.mood.severe_min_total},
+                                            {"self_harm_item", k.mood.self_harm_item}}},
+                      {"storage", json::object{{"min_celsius", k.safety.storage_min_celsius},
+                                               {"max_celsius", k.safety.storage_max_celsius}}},
+                      {"crisis", std::move(crisis)},
+                      {"serious_effects", std::move(serious)},
+                      {"programs", std::move(programs)}};
+}
+
+// GET /v1/dose-plan?product=&weight_kg=&mg_per_kg_day=: the dose planner of `isoguard dose`
+// (capsules per dose for the product's real strengths), for the web app's prescription form.
+Result<double> QueryNumber(const HttpRequest& request, std::string_view name) {
+  const std::string* v = request.query_param(name);
+  if (v == nullptr || v->empty()) return Error::BadInput("required", std::string(name));
+  double x = 0;
+  auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), x);
+  if (v->size() > 32 || ec != std::errc() || end != v->data() + v->size()) {
+    return Error::BadInput("must be a number", std::string(name));
+  }
+  return x;
+}
+
+Result<std::string> DosePlanAnswer(const Rulebook& rulebook, const HttpRequest& request) {
+  DosePlanRequest plan;
+  const std::string* product = request.query_param("product");
+  auto parsed = ParseProduct(product != nullptr ? *product : "generic");
+  if (!parsed) return Error::BadInput("must be generic, absorica or absorica_ld", "product");
+  plan.product = *parsed;
+  auto weight = QueryNumber(request, "weight_kg");
+  if (!weight.ok()) return weight.error();
+  auto rate = QueryNumber(request, "mg_per_kg_day");
+  if (!rate.ok()) return rate.error();
+  plan.weight_kg = *weight;
+  plan.mg_per_kg_day = *rate;
+  auto answer = PlanDose(rulebook.knowledge, plan);
+  if (!answer.ok()) {
+    Error e = answer.error();
+    e.field = e.field == "--weight-kg" ? "weight_kg" : "mg_per_kg_day";
+    return e;
+  }
+  return DosePlanToJson(*answer, plan.product);
+}
+
 void Api::AddAll() {
   RouteOptions inline_route;
   inline_route.inline_on_io_thread = true;
@@ -487,6 +606,12 @@ void Api::AddAll() {
     r.status = 204;
     r.content_type.clear();
     return r;
+  });
+  Add("GET", "/v1/knowledge", Auth::kToken,
+      [this](Call&) { return Json(200, KnowledgeJson(env_.service.rulebook())); });
+  Add("GET", "/v1/dose-plan", Auth::kToken, [this](Call& c) {
+    auto plan = DosePlanAnswer(env_.service.rulebook(), c.request);
+    return plan.ok() ? Json(200, std::move(*plan)) : Fail(c, plan.error());
   });
   Add("GET", "/v1/me", Auth::kToken, [](Call& c) {
     json::object o = AccountJson(c.principal().account);

@@ -1,5 +1,6 @@
 #include "server/problem.h"
 
+#include <algorithm>
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -140,6 +141,8 @@ int StatusFor(ErrorKind kind) {
       return 412;
     case ErrorKind::kUnavailable:
       return 503;
+    case ErrorKind::kRateLimited:
+      return 429;
   }
   return 500;
 }
@@ -184,14 +187,18 @@ HttpResponse ProblemFromError(const Error& error, std::string_view request_id, L
     case ErrorKind::kUnavailable:
       title = "Unavailable";
       break;
+    case ErrorKind::kRateLimited:
+      title = "Too many requests";
+      break;
     case ErrorKind::kInternal:
       break;
   }
   HttpResponse response = Problem(status, std::move(title), error.message, error.field);
   if (error.kind == ErrorKind::kUnauthenticated) {
     response.headers.emplace_back("WWW-Authenticate", "Bearer");
-  } else if (error.kind == ErrorKind::kUnavailable) {
-    response.headers.emplace_back("Retry-After", "1");
+  } else if (error.kind == ErrorKind::kUnavailable || error.kind == ErrorKind::kRateLimited) {
+    response.headers.emplace_back("Retry-After",
+                                  std::to_string(std::max(error.retry_after_seconds, 1)));
   }
   return response;
 }

@@ -1,7 +1,11 @@
 #include "service/sqlite_service_store.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
@@ -230,12 +234,35 @@ Error SqliteError(sqlite3* db, int rc, std::string_view what) {
     case SQLITE_BUSY:
     case SQLITE_BUSY_SNAPSHOT:
     case SQLITE_BUSY_TIMEOUT:
-    case SQLITE_FULL:
-    case SQLITE_READONLY:
       return Error::Unavailable(std::move(message));
     default:
-      return Error::Internal(std::move(message));
+      break;
   }
+  // The storage refusing writes (full, or a read-only file system), whichever extended code
+  // SQLite gives it: kUnavailable, so that the service answers 503 and goes on reading.
+  const int primary = rc & 0xff;
+  const int system_errno = sqlite3_system_errno(db);
+  const bool io = primary == SQLITE_IOERR || primary == SQLITE_CANTOPEN;
+  if (primary == SQLITE_FULL || (io && (system_errno == ENOSPC || system_errno == EDQUOT))) {
+    return Error::Unavailable("the storage is full (" + message + ")");
+  }
+  // A file system that turned read-only under the store (ext4 after a disk error) shows as a
+  // plain I/O error, and SQLite's saved errno is not reliable: opening the WAL file for writing
+  // says it (the WAL holds no POSIX locks, so closing it releases none of SQLite's).
+  bool read_only_fs = false;
+  const char* file = sqlite3_db_filename(db, "main");
+  if (io && file != nullptr && *file != '\0') {
+    struct statvfs fs {};
+    read_only_fs = ::statvfs(file, &fs) == 0 && (fs.f_flag & ST_RDONLY) != 0;
+    const std::string wal = std::string(file) + "-wal";
+    const int fd = read_only_fs ? -1 : ::open(wal.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) ::close(fd);
+    read_only_fs = read_only_fs || (fd < 0 && errno == EROFS);
+  }
+  if (primary == SQLITE_READONLY || (io && system_errno == EROFS) || read_only_fs) {
+    return Error::Unavailable("the storage is read-only (" + message + ")");
+  }
+  return Error::Internal(std::move(message));
 }
 
 class Connection final : public detail::SqlTx {

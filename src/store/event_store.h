@@ -137,8 +137,10 @@ class EventStore {
   virtual ~EventStore() = default;
 
   // Errors: kBadInput (a malformed request or entry, an erased patient's stream), kConflict
-  // (expected_version is stale), kInternal (storage failure: nothing was acknowledged, and
-  // nothing of this append is visible unless a retry with the same idempotency key says so).
+  // (expected_version is stale), kUnavailable (nothing was written: the storage is full or
+  // read-only, or the database server cannot be reached; the same append may succeed later),
+  // kInternal (storage failure: nothing was acknowledged, and nothing of this append is visible
+  // unless a retry with the same idempotency key says so).
   virtual Result<AppendResult> Append(const AppendRequest& request) = 0;
   // Decrypts, re-validates and re-checks the hash chain of every entry; kInternal naming the
   // entry when the stored data is damaged. An unknown patient is an empty stream (version 0).

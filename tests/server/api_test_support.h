@@ -14,6 +14,7 @@
 
 #include "../store/postgres_backend.h"
 #include "../store/store_test_support.h"
+#include "fhir/fhir_api.h"
 #include "http_test_client.h"
 #include "rules/rulebook_loader.h"
 #include "server/api.h"
@@ -50,6 +51,17 @@ inline ParseOptions TestParseOptions() {
   options.is_known_program = [](std::string_view id) {
     return TestRulebook().FindProgram(id) != nullptr;
   };
+  return options;
+}
+
+// The FHIR routes' options: the codes of knowledge/fhir.toml, and the real fetcher (tests point
+// a CDS Hooks request's fhirServer at the test server's own /fhir).
+inline fhir::FhirOptions FhirTestOptions() {
+  auto k = fhir::LoadFhirKnowledge(ISOGUARD_SOURCE_DIR);
+  if (!k.ok()) throw std::runtime_error(k.error().ToString());
+  fhir::FhirOptions options;
+  options.knowledge = std::move(*k);
+  options.fetch = fhir::HttpGet;
   return options;
 }
 
@@ -101,6 +113,7 @@ class ApiWorld {
         *service_, *audit_, metrics_, logger_, [] { return Status(); }, R"({"openapi":"3.1.0"})"});
     router_ = std::make_unique<Router>();
     routes_ = AddApiRoutes(*router_, *env_);
+    fhir_routes_ = fhir::AddFhirRoutes(*router_, *env_, FhirTestOptions());
     ServerOptions options_http;
     options_http.listen = "127.0.0.1:0";
     options_http.worker_threads = 8;
@@ -118,6 +131,7 @@ class ApiWorld {
     }
     http_.reset();
     routes_.reset();
+    fhir_routes_.reset();
     router_.reset();
     env_.reset();
     if (audit_) audit_->Stop();
@@ -227,6 +241,7 @@ class ApiWorld {
   std::unique_ptr<ApiEnvironment> env_;
   std::unique_ptr<Router> router_;
   std::shared_ptr<void> routes_;
+  std::shared_ptr<void> fhir_routes_;
   std::unique_ptr<HttpServer> http_;
 };
 

@@ -414,7 +414,7 @@ class PgConnection {
     prepared_.clear();
     PQreset(conn_);
     if (PQstatus(conn_) != CONNECTION_OK) {
-      return Error::Internal("cannot reconnect to PostgreSQL: " + LastMessage());
+      return Error::Unavailable("cannot reconnect to PostgreSQL: " + LastMessage());
     }
     return Setup();
   }
@@ -441,6 +441,13 @@ class PgConnection {
     if (state != nullptr) message += std::string(" (SQLSTATE ") + state + ")";
     if (!healthy())
       message += " (the connection was lost; it is re-established on the next request)";
+    // The server gone or refusing writes for now (connection lost, shutting down, out of disk
+    // or connections, a standby that is read-only): kUnavailable, worth asking again.
+    const std::string_view code = state != nullptr ? state : "";
+    if (!healthy() || code.starts_with("08") || code.starts_with("53") || code == "57P01" ||
+        code == "25006") {
+      return Error::Unavailable(std::move(message));
+    }
     return Error::Internal(std::move(message));
   }
 
@@ -1039,16 +1046,23 @@ void PostgresEventStore::Impl::CommitBatch(std::vector<PgWriteRequest*>& batch) 
       }
     }
   };
+  // Nothing of the batch was committed: a server that is gone or refuses writes for now stays
+  // kUnavailable (the service answers 503), anything else is kInternal.
+  auto nothing_written = [this](const Error& error) {
+    std::string message = "nothing was written: " + error.message;
+    if (error.kind == ErrorKind::kUnavailable || !db.healthy()) {
+      return Error::Unavailable(std::move(message));
+    }
+    return Error::Internal(std::move(message));
+  };
   auto abandon = [&](const Error& error) {
     db.RollbackIfOpen();
-    fail_all(Error::Internal("nothing was written: " + error.message));
+    fail_all(nothing_written(error));
   };
 
   // A connection lost since the last batch (a server restart, a failover) is made again.
   if (!db.healthy()) {
-    if (auto st = db.Reconnect(); !st.ok()) {
-      return fail_all(Error::Internal("nothing was written: " + st.error().message));
-    }
+    if (auto st = db.Reconnect(); !st.ok()) return fail_all(nothing_written(st.error()));
   }
   // The log_head row lock orders every writer of the database (see the header). Under READ
   // COMMITTED each later statement sees everything committed before the lock was granted.

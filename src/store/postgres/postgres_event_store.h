@@ -31,9 +31,11 @@
 // Verify's and the rebuild's list of patients is by patient_id: the distribution key.
 //
 // Connections: a connection that was lost is re-established on the next request (the request
-// that saw it fail gets kInternal); with a multi-host URL and target_session_attrs=read-write
-// libpq finds the new primary after a failover. Error messages carry libpq's text but never the
-// URL's password.
+// that saw it fail gets kUnavailable when nothing was written, kInternal when its commit's
+// outcome is unknown -- an append with an idempotency key may then be made again); with a
+// multi-host URL and target_session_attrs=read-write libpq finds the new primary after a
+// failover (tests/faults/postgres_failover_test.cpp). Error messages carry libpq's text but
+// never the URL's password.
 //
 // Thread safety: every method may be called from any number of threads at once. The
 // destructor waits for queued requests to be committed; no call may be in progress or begin

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -275,9 +276,56 @@ std::string Shown(std::string_view s) {
 // Thin RAII over the C API.
 // ===========================================================================================
 
+// True when the database's file system refuses writes now. SQLite reports a write to a file
+// system that turned read-only under it (ext4 after a disk error) as a plain I/O error, its saved
+// errno is not reliable, and statvfs need not say so either; opening the WAL file for writing
+// does. (The WAL holds no POSIX locks, so closing it releases none of SQLite's.)
+bool FileSystemRefusesWrites(sqlite3* db) {
+  const char* file = sqlite3_db_filename(db, "main");
+  if (file == nullptr || *file == '\0') return false;
+  struct statvfs fs {};
+  if (::statvfs(file, &fs) == 0 && (fs.f_flag & ST_RDONLY) != 0) return true;
+  const int fd = ::open((std::string(file) + "-wal").c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::close(fd);
+    return false;
+  }
+  return errno == EROFS;
+}
+
+// What a failure says when it is the storage refusing writes (a full disk or a read-only file
+// system): nothing otherwise. Such a failure is kUnavailable rather than kInternal -- the service
+// answers 503 and the same write succeeds once space returns; reads go on meanwhile.
+std::optional<std::string_view> StorageRefusal(sqlite3* db, int extended_code) {
+  const int primary = extended_code & 0xff;
+  const bool io = primary == SQLITE_IOERR || primary == SQLITE_CANTOPEN;
+  const int system_errno = sqlite3_system_errno(db);
+  if (primary == SQLITE_FULL || (io && (system_errno == ENOSPC || system_errno == EDQUOT))) {
+    return "the storage is full";
+  }
+  if (primary == SQLITE_READONLY || (io && system_errno == EROFS)) {
+    return "the storage is read-only";
+  }
+  if (io && FileSystemRefusesWrites(db)) return "the storage is read-only";
+  return std::nullopt;
+}
+
 Error SqliteError(sqlite3* db, std::string_view what) {
-  return Error::Internal(std::string(what) + ": " + sqlite3_errmsg(db) + " (SQLite error " +
-                         std::to_string(sqlite3_extended_errcode(db)) + ")");
+  const int code = sqlite3_extended_errcode(db);
+  std::string message = std::string(what) + ": " + sqlite3_errmsg(db) + " (SQLite error " +
+                        std::to_string(code) + ")";
+  if (auto refusal = StorageRefusal(db, code)) {
+    return Error::Unavailable(std::string(*refusal) + " (" + message + ")");
+  }
+  return Error::Internal(std::move(message));
+}
+
+// `error` behind `prefix`: a refusal of the storage stays kUnavailable, anything else is
+// kInternal.
+Error NothingWritten(std::string_view prefix, const Error& error) {
+  std::string message = std::string(prefix) + error.message;
+  if (error.kind == ErrorKind::kUnavailable) return Error::Unavailable(std::move(message));
+  return Error::Internal(std::move(message));
 }
 
 class Connection {
@@ -321,8 +369,12 @@ class Connection {
     if (rc == SQLITE_OK) return {};
     std::string text = message != nullptr ? message : sqlite3_errstr(rc);
     sqlite3_free(message);
-    return Error::Internal(std::string("SQLite: ") + text + " (error " + std::to_string(rc) +
-                           ") in: " + std::string(std::string_view(sql).substr(0, 80)));
+    text = std::string("SQLite: ") + text + " (error " + std::to_string(rc) +
+           ") in: " + std::string(std::string_view(sql).substr(0, 80));
+    if (auto refusal = StorageRefusal(db_, rc)) {
+      return Error::Unavailable(std::string(*refusal) + " (" + text + ")");
+    }
+    return Error::Internal(std::move(text));
   }
 
   // The single value of a pragma or query, as text.
@@ -1034,7 +1086,7 @@ void SqliteEventStore::Impl::CommitBatch(std::vector<WriteRequest*>& batch) {
   auto abandon = [&](const Error& error) {
     if (sqlite3_get_autocommit(db.get()) == 0) (void)step(rollback);
     ForgetHeads();  // it may hold heads that were rolled back
-    fail_all(Error::Internal("nothing was written: " + error.message));
+    fail_all(NothingWritten("nothing was written: ", error));
   };
 
   if (auto st = step(begin); !st.ok()) return fail_all(st.error());
@@ -1076,7 +1128,7 @@ void SqliteEventStore::Impl::CommitBatch(std::vector<WriteRequest*>& batch) {
     if (sqlite3_get_autocommit(db.get()) != 0) {
       const Error error = r->ok() ? Error::Internal("the transaction was rolled back") : r->error();
       ForgetHeads();
-      return fail_all(Error::Internal("nothing was written: " + error.message));
+      return fail_all(NothingWritten("nothing was written: ", error));
     }
     if (r->ok()) {
       if (savepoint_taken) {
@@ -1099,7 +1151,7 @@ void SqliteEventStore::Impl::CommitBatch(std::vector<WriteRequest*>& batch) {
     ForgetHeads();
     for (WriteRequest* r : batch) {
       if (!r->ok()) continue;
-      r->Fail(Error::Internal("the commit failed, nothing was written: " + st.error().message));
+      r->Fail(NothingWritten("the commit failed, nothing was written: ", st.error()));
     }
     return;
   }
