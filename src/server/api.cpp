@@ -687,12 +687,26 @@ HttpResponse Api::SignIn(Call& c) {
   const std::string account = body->String("account_id", true, service::kMaxIdBytes);
   const std::string password = body->String("password", true, service::kMaxTextBytes);
   if (auto st = body->Finish(); !st.ok()) return Fail(c, st.error());
-  auto issued = env_.service.SignIn(account, password);
-  if (!issued.ok()) return Fail(c, issued.error());
-  auto acct = env_.service.store().GetAccount(account);
-  json::object o = IssuedTokenJson(*issued);
-  if (acct.ok()) o["account"] = AccountJson(*acct);
-  return Json(201, o);
+  // Rate limits are per address, not per connection: the peer's host without its port.
+  const std::string& remote = c.request.remote;
+  const size_t colon = remote.rfind(':');
+  const std::string source = colon == std::string::npos ? remote : remote.substr(0, colon);
+  auto issued = env_.service.SignIn(account, password, source);
+  // Every attempt is in the access audit (never the password): who tried, from where, and
+  // whether it worked.
+  HttpResponse response;
+  if (!issued.ok()) {
+    response = Fail(c, issued.error());
+  } else {
+    auto acct = env_.service.store().GetAccount(account);
+    json::object o = IssuedTokenJson(*issued);
+    if (acct.ok()) o["account"] = AccountJson(*acct);
+    response = Json(201, o);
+  }
+  Audit(c, "POST /v1/sessions", response.status,
+        "sign-in as " + account.substr(0, service::kMaxIdBytes) +
+            (issued.ok() ? "" : ": " + issued.error().message));
+  return response;
 }
 
 HttpResponse Api::CreateOrganisation(Call& c) {

@@ -1,5 +1,7 @@
 #include "service/access.h"
 
+#include <sodium.h>
+
 #include <array>
 #include <optional>
 
@@ -162,6 +164,11 @@ Result<Principal> Authenticator::Authenticate(std::string_view header, Instant n
     cache_[key] = Cached{*found, now + std::chrono::milliseconds(kTokenCacheMs)};
   }
   const Token& t = found->token;
+  // The lookup was by the hash; the stored hash is compared again in constant time, so that
+  // no comparison of secret-derived bytes depends on where they first differ.
+  if (sodium_memcmp(t.hash.data(), hash.data(), hash.size()) != 0) {
+    return Error::Unauthenticated("unknown token", "Authorization");
+  }
   if (t.revoked_at.has_value()) {
     return Error::Unauthenticated("the token was revoked", "Authorization");
   }

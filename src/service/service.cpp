@@ -202,7 +202,8 @@ Service::Service(store::EventStore& events, ServiceStore& store, const Rulebook&
       rulebook_(rulebook),
       options_(std::move(options)),
       clock_(std::move(clock)),
-      authenticator_(store) {}
+      authenticator_(store),
+      sign_in_limiter_(options_.sign_in) {}
 
 // ---------------------------------------------------------------------------------------------
 // Accounts
@@ -288,7 +289,10 @@ Status Service::SetAccountDisabled(const Principal* who, const std::string& acco
   return st;
 }
 
-Result<IssuedToken> Service::SignIn(const std::string& account_id, const std::string& password) {
+Result<IssuedToken> Service::SignIn(const std::string& account_id, const std::string& password,
+                                    const std::string& source) {
+  const Instant now = Now();
+  if (auto st = sign_in_limiter_.Begin(account_id, source, now); !st.ok()) return st.error();
   // An unknown account costs the same Argon2id verification as a wrong password, so that
   // timing does not tell which account ids exist.
   static const std::string dummy = [] {
@@ -298,6 +302,7 @@ Result<IssuedToken> Service::SignIn(const std::string& account_id, const std::st
   auto account = store_.GetAccount(account_id);
   const bool known = account.ok() && !account->password_hash.empty();
   const bool match = VerifyPassword(known ? account->password_hash : dummy, password);
+  sign_in_limiter_.Finish(account_id, source, known && match, now);
   if (!known || !match || account->disabled) {
     return Error::Unauthenticated(
         "the account id or the password is wrong, or the account is "

@@ -32,6 +32,7 @@
 #include "rules/rulebook.h"
 #include "service/access.h"
 #include "service/service_store.h"
+#include "service/sign_in_limiter.h"
 #include "store/event_store.h"
 
 namespace isoguard::service {
@@ -48,6 +49,8 @@ struct ServiceOptions {
   // How many times an authorization is evaluated again when the stream moved under it.
   int max_authorization_attempts = 8;
   ParseOptions parse;
+  // Password sign-in: failures allowed per account and per address, verifications at once.
+  SignInLimits sign_in;
 };
 
 // ---- Requests and answers.
@@ -160,7 +163,9 @@ class Service {
                                  std::string kind, std::string label, std::chrono::hours ttl);
   Status SetAccountDisabled(const Principal* who, const std::string& account_id, bool disabled);
   // Web sign-in: a session token when the password matches an enabled account.
-  Result<IssuedToken> SignIn(const std::string& account_id, const std::string& password);
+  // `source`: the client's address (rate limits, sign_in_limiter.h).
+  Result<IssuedToken> SignIn(const std::string& account_id, const std::string& password,
+                             const std::string& source = {});
   Status SignOut(const Principal& who);
 
   // ---- Patients.
@@ -262,6 +267,7 @@ class Service {
   ServiceOptions options_;
   Clock clock_;
   Authenticator authenticator_;
+  SignInLimiter sign_in_limiter_;
   std::function<void()> listener_;
   WebhookPoster poster_;
   // Care links and organisations never change once made (LinkPatient refuses another clinic;
