@@ -6,6 +6,9 @@ SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 BUILD := build/release
 BUILD_SAN := build/sanitize
+BUILD_TSAN := build/tsan
+# Seconds each fuzz target runs in `make test` (`make fuzz FUZZ_SECONDS=600` for a long run).
+FUZZ_SECONDS ?= 60
 ISOGUARD := $(BUILD)/isoguard
 
 .PHONY: all bootstrap build build-san demo tour test test-san bench bench-http format clean
@@ -22,10 +25,10 @@ bootstrap:
 build: bootstrap
 	@cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
+	@node web/build.mjs >/dev/null  # the web app's files (web/dist), served by isoguard serve
 
 # The sanitizer build compiles the test targets only (and the libraries they need).
 build-san: bootstrap
-	@node web/build.mjs >/dev/null  # the web app's files (web/dist), served by isoguard serve
 	@cmake -S . -B $(BUILD_SAN) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DISOGUARD_SANITIZE=ON \
 	  -DISOGUARD_BENCH=OFF >/dev/null
 	@cmake --build $(BUILD_SAN) -j $(JOBS) --target isoguard_tests
@@ -61,10 +64,28 @@ test-san: build-san
 	@cd $(BUILD_SAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS)
 
-# Sanitizer suite first, release suite last, so the run ends with ctest's summary line.
-test: build test-san
+# ThreadSanitizer on the concurrent parts (SQLite; the PostgreSQL suites need their cluster):
+# the stores' writers and readers and group commit, crash safety, projections beside writers,
+# the HTTP server, the API under concurrent requests with its audit writer and background work.
+TSAN_FILTER := HttpServerTest.*:MetricsTest.*:Sqlite/EventStoreConformance.*:Sqlite/ServiceStoreConformance.*:SqliteCrashSafety.*:SqliteProjections.*:SqliteBulkImport.*:Sqlite/ApiTest.*:Sqlite/SecurityTest.*
+build-tsan: bootstrap
+	@cmake -S . -B $(BUILD_TSAN) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DISOGUARD_TSAN=ON \
+	  -DISOGUARD_BENCH=OFF >/dev/null
+	@cmake --build $(BUILD_TSAN) -j $(JOBS) --target isoguard_tests
+
+test-tsan: build-tsan
+	@cd $(BUILD_TSAN) && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	  tests/isoguard_tests --gtest_filter='$(TSAN_FILTER)' --gtest_brief=1
+
+# libFuzzer targets (clang-16; fuzz/fuzz_targets.h), each for FUZZ_SECONDS.
+fuzz: bootstrap
+	@scripts/fuzz $(FUZZ_SECONDS)
+
+# Sanitizer suites first, release suite last, so the run ends with ctest's summary line.
+test: build test-san test-tsan fuzz
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
+# The renewal-day load test (docs/performance.md): 1,000,000 patients, open-loop, rate search.
 bench: build
 	@$(BUILD)/isoguard_bench
 
@@ -72,11 +93,6 @@ bench: build
 bench-http: build
 	@scripts/bench-http $(ISOGUARD) $(BUILD)/bench-http
 
-format:
-	@clang-format -i $$(git ls-files '*.cpp' '*.h')
-
-clean:
-	rm -rf build
 # The fault tests' long versions (docs/reliability.md): 100 SIGKILL rounds, longer load around
 # the PostgreSQL failover, the disk filling up, connection floods.
 .PHONY: soak
@@ -84,3 +100,8 @@ soak: build
 	@cd $(BUILD) && ISOGUARD_SOAK=1 tests/isoguard_tests --gtest_filter='Fault*' \
 	  && ISOGUARD_SOAK=1 ctest --output-on-failure -R postgres_failover
 
+format:
+	@clang-format -i $$(git ls-files '*.cpp' '*.h')
+
+clean:
+	rm -rf build
