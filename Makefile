@@ -11,7 +11,7 @@ BUILD_TSAN := build/tsan
 FUZZ_SECONDS ?= 60
 ISOGUARD := $(BUILD)/isoguard
 
-.PHONY: all bootstrap build build-san demo tour test test-san bench bench-http format clean
+.PHONY: all bootstrap build build-san build-tsan demo tour test test-san test-tsan fuzz bench bench-micro bench-http format clean
 
 all: build
 
@@ -87,6 +87,10 @@ test: build test-san test-tsan fuzz
 
 # The renewal-day load test (docs/performance.md): 1,000,000 patients, open-loop, rate search.
 bench: build
+	@scripts/bench-renewal $(BUILD) $(BUILD)/bench-renewal
+
+# Google Benchmark microbenchmarks of the engine and the store.
+bench-micro: build
 	@$(BUILD)/isoguard_bench
 
 # The service under wrk on a 100,000-patient SQLite store (docs/performance.md, "The service").

@@ -336,6 +336,13 @@ int RunCli(const std::vector<std::string>& args, std::istream& in, std::ostream&
       "link-patients", "Put every patient not yet in a clinic's care in this clinic's");
   link_patients->add_option("--org", admin.org, "Clinic id")->required();
   link_patients->add_option("--prescriber", admin.prescriber, "The patients' prescriber");
+  link_patients->add_option("--limit", admin.limit,
+                            "Link at most this many (the first not yet linked, in the order they "
+                            "joined the store)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  admin_cmd->add_subcommand("project",
+                            "Bring the service's read models (authorizations, notifications, "
+                            "the pregnancy registry) up to the store's last entry");
 
   std::vector<std::string> reversed(args.rbegin(), args.rend());
   try {

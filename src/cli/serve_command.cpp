@@ -1,5 +1,6 @@
 #include "cli/serve_command.h"
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <filesystem>
 #include <fstream>
@@ -9,15 +10,15 @@
 
 #include "cli/cli.h"
 #include "cli/cli_support.h"
-#include "server/api.h"
 #include "fhir/fhir_api.h"
+#include "server/api.h"
 #include "server/audit_log.h"
 #include "server/http_server.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/router.h"
-#include "server/timed_event_store.h"
 #include "server/static_files.h"
+#include "server/timed_event_store.h"
 #include "server/webhook_sender.h"
 #include "service/background_worker.h"
 #include "service/service.h"
@@ -102,7 +103,6 @@ int RunServe(const Rulebook& rulebook, const ParseOptions& parse, const ServeOpt
   };
   server::Router router;
   auto routes = server::AddApiRoutes(router, env);
-
   // FHIR R4, CDS Hooks and $rems-etasu (docs/fhir.md), with the codes of knowledge/fhir.toml.
   auto fhir_knowledge = fhir::LoadFhirKnowledge(options.data_dir);
   if (!fhir_knowledge.ok()) return Fail(err, fhir_knowledge.error());
@@ -120,6 +120,7 @@ int RunServe(const Rulebook& rulebook, const ParseOptions& parse, const ServeOpt
   } else {
     return Fail(err, web.error());
   }
+
   server::ServerOptions so;
   so.listen = options.listen;
   so.tls_cert_file = options.tls_cert;
@@ -203,9 +204,24 @@ int RunAdmin(const Rulebook& rulebook, const ParseOptions& parse, const AdminOpt
     out << json::serialize(json::object{{"account_id", o.id}, {"disabled", disabled}}) << "\n";
     return kExitOk;
   }
+  if (o.command == "project") {
+    // What `serve` would do in the background when it starts on an imported store, done
+    // before serving: every entry not yet projected, in passes, with progress on stderr.
+    int64_t total = 0;
+    for (;;) {
+      auto n = svc.Project(100000);
+      if (!n.ok()) return Fail(err, n.error());
+      if (*n == 0) break;
+      total += *n;
+      err << "\risoguard admin project: " << total << " entries" << std::flush;
+    }
+    if (total > 0) err << "\n";
+    out << json::serialize(json::object{{"projected", total}}) << "\n";
+    return kExitOk;
+  }
   if (o.command == "link-patients") {
     // Every patient of the store not in any clinic's care yet goes to --org (an imported
-    // cohort joining a clinic).
+    // cohort joining a clinic), or the first --limit of them in the order they joined.
     auto org = stores->service->GetOrganisation(o.org);
     if (!org.ok()) return Fail(err, org.error());
     if (org->kind != service::OrgKind::kClinic) {
@@ -220,6 +236,7 @@ int RunAdmin(const Rulebook& rulebook, const ParseOptions& parse, const AdminOpt
       batch.clear();
       return {};
     };
+    bool done = false;  // --limit reached
     auto link = [&](const std::string& patient_id) -> Status {
       service::CareLink l;
       l.patient_id = patient_id;
@@ -227,7 +244,11 @@ int RunAdmin(const Rulebook& rulebook, const ParseOptions& parse, const AdminOpt
       l.prescriber_id = o.prescriber;
       l.since = svc.Now();
       batch.push_back(std::move(l));
-      return batch.size() >= 5000 ? flush() : Status();
+      const auto room = o.limit > 0 ? std::min<int64_t>(5000, o.limit - linked) : 5000;
+      if (static_cast<int64_t>(batch.size()) < room) return {};
+      Status st = flush();
+      done = o.limit > 0 && linked >= o.limit;
+      return st;
     };
     if (auto* sqlite = dynamic_cast<store::SqliteEventStore*>(stores->events.get())) {
       // The streams without reading their entries.
@@ -235,10 +256,11 @@ int RunAdmin(const Rulebook& rulebook, const ParseOptions& parse, const AdminOpt
       for (;;) {
         auto page = sqlite->ListStreams(after, store::kMaxReadAllEntries);
         if (!page.ok()) return Fail(err, page.error());
-        if (page->empty()) break;
+        if (page->empty() || done) break;
         for (const auto& s : *page) {
           if (auto st = link(s.patient_id); !st.ok()) return Fail(err, st.error());
           after = s.position;
+          if (done) break;
         }
       }
     } else {
@@ -246,11 +268,12 @@ int RunAdmin(const Rulebook& rulebook, const ParseOptions& parse, const AdminOpt
       for (;;) {
         auto entries = stores->events->ReadAll(position, store::kMaxReadAllEntries);
         if (!entries.ok()) return Fail(err, entries.error());
-        if (entries->empty()) break;
+        if (entries->empty() || done) break;
         for (const store::StoredEntry& e : *entries) {
           position = e.position;
           if (e.version != 1) continue;
           if (auto st = link(e.patient_id); !st.ok()) return Fail(err, st.error());
+          if (done) break;
         }
       }
     }

@@ -35,6 +35,7 @@ struct AdminOptions {
   std::string id, org, kind, name, jurisdiction, role, patient, prescriber, label;
   bool password_stdin = false;
   int ttl_days = 90;
+  int64_t limit = 0;  // link-patients: at most this many (0: all)
 };
 int RunAdmin(const Rulebook& rulebook, const ParseOptions& parse, const AdminOptions& options,
              std::istream& in, std::ostream& out, std::ostream& err);

@@ -276,6 +276,17 @@ class Service {
   std::mutex cache_mu_;
   std::unordered_map<std::string, CareLink> care_cache_;
   std::unordered_map<std::string, Organisation> org_cache_;
+  // A patient's worklist line as of a day is a function of the stream's version and the day:
+  // kept per patient (the last one computed), so that a worklist read again re-evaluates only
+  // the patients whose records changed. Bounded; thread-safe under worklist_mu_.
+  struct CachedWorklistLine {
+    int64_t version = 0;
+    LocalDate as_of;
+    std::optional<WorklistItem> item;  // nullopt: nothing due, overdue or alerting
+  };
+  static constexpr size_t kMaxCachedWorklistLines = 200000;
+  std::mutex worklist_mu_;
+  std::unordered_map<std::string, CachedWorklistLine> worklist_cache_;
   std::mutex project_mu_;  // one projection pass at a time
   std::mutex remind_mu_;   // one reminder walk at a time; guards its position
   size_t remind_org_ = 0;

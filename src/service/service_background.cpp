@@ -559,6 +559,21 @@ Result<Worklist> Service::PrescriberWorklist(const Principal& who, LocalDate as_
       auto state = events_.ReadState(link.patient_id);
       if (!state.ok()) return state.error();
       if (state->version == 0 || state->erased) continue;
+      {
+        std::lock_guard lock(worklist_mu_);
+        auto it = worklist_cache_.find(link.patient_id);
+        if (it != worklist_cache_.end() && it->second.version == state->version &&
+            it->second.as_of == as_of) {
+          if (it->second.item) items.push_back(*it->second.item);
+          continue;
+        }
+      }
+      auto remember = [&](std::optional<WorklistItem> line) {
+        std::lock_guard lock(worklist_mu_);
+        if (worklist_cache_.size() >= kMaxCachedWorklistLines) worklist_cache_.clear();
+        worklist_cache_[link.patient_id] =
+            CachedWorklistLine{state->version, as_of, std::move(line)};
+      };
       auto evaluated = EvaluateState(rulebook_, *state, options_.parse, at);
       if (!evaluated.ok()) return evaluated.error();
       const Evaluation& ev = (*evaluated)->evaluation;
@@ -586,7 +601,11 @@ Result<Worklist> Service::PrescriberWorklist(const Principal& who, LocalDate as_
           item.next_due_by = d.due_by;
         }
       }
-      if (item.alerts.empty() && item.overdue.empty() && item.due.empty()) continue;
+      if (item.alerts.empty() && item.overdue.empty() && item.due.empty()) {
+        remember(std::nullopt);
+        continue;
+      }
+      remember(item);
       items.push_back(std::move(item));
     }
     if (page->size() < kMaxListLimit) break;

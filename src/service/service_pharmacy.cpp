@@ -43,13 +43,16 @@ const Event* FindPrescription(const Record& record, std::string_view id) {
 
 Result<AuthorizationRecord> Service::FindAuthorization(const std::string& id) {
   if (id.empty() || id.size() > kMaxIdBytes) return Error::BadInput("required", "authorization_id");
-  for (int pass = 0; pass < 2; ++pass) {
+  // Not in the read model yet: project until it is or the projection has caught up with the
+  // store (an authorization granted a moment ago must be found however far behind the
+  // background projection is).
+  for (;;) {
     auto found = store_.GetAuthorization(id);
     if (!found.ok()) return found.error();
     if (found->has_value()) return std::move(**found);
-    if (pass == 0) {
-      if (auto projected = Project(); !projected.ok()) return projected.error();
-    }
+    auto projected = Project();
+    if (!projected.ok()) return projected.error();
+    if (*projected == 0) break;
   }
   return Error::NotFound("no such authorization", "authorization_id");
 }
@@ -272,6 +275,18 @@ Result<std::string> Service::PharmacyView(const Principal& who, const std::strin
   }
   decision["reasons"] = std::move(reasons);
   out["authorization"] = std::move(decision);
+  // What is to be handed out: the prescription's product, doses and supply (the lot chosen
+  // must make each dose with whole capsules).
+  if (a.prescription.has_value()) {
+    if (const Event* rx = FindPrescription(*record, *a.prescription)) {
+      json::array doses;
+      for (uint8_t i = 0; i < rx->dose_count; ++i) doses.push_back(rx->doses_mg[i]);
+      out["prescription"] = json::object{{"id", rx->id},
+                                         {"product", ToString(rx->product)},
+                                         {"doses_mg", std::move(doses)},
+                                         {"days_supply", rx->days_supply}};
+    }
+  }
   const detail::AuthorizationScan scan = detail::ScanAuthorizations(state->record_json);
   json::array open;
   for (const detail::StreamAuthorization& s : scan.authorizations) {

@@ -424,6 +424,23 @@ TEST_P(ApiTest, PrescriberWorklistShowsWhatIsDueAndStaysInTheClinic) {
   }
   EXPECT_EQ(Get("/v1/patients/p-b", "dr-a").status, 403);
   EXPECT_EQ(Get("/v1/worklists/prescriber", "ph-a").status, 403);
+
+  // Lines are kept per patient, version and day: asked again, the same list; a new event or
+  // another day, the line computed afresh.
+  const std::string first = list.raw.body;
+  EXPECT_EQ(Get("/v1/worklists/prescriber?as_of=2026-11-08&limit=10", "dr-a").raw.body, first);
+  EXPECT_NE(Get("/v1/worklists/prescriber?as_of=2026-09-15&limit=10", "dr-a").raw.body, first);
+  EXPECT_TRUE(items[0].at("worst_severity").is_null()) << first;  // no alert yet
+  ASSERT_EQ(Post("/v1/patients/p-8/events", "dr-a",
+                 R"({"events":[{"type":"lab","at":"2026-10-20T10:00:00Z","test":"ALT",)"
+                 R"("value":400,"unit":"U/L","uln":40}]})")
+                .status,
+            201);
+  auto after = Get("/v1/worklists/prescriber?as_of=2026-11-08&limit=10", "dr-a");
+  ASSERT_EQ(after.status, 200);
+  ASSERT_EQ(after.obj().at("items").as_array().size(), 1u);
+  EXPECT_EQ(after.obj().at("items").as_array()[0].at("worst_severity"), "critical")
+      << after.raw.body;
 }
 
 TEST_P(ApiTest, RemindersBeforeAWindowClosesOnceEach) {
@@ -604,6 +621,14 @@ TEST_P(ApiTest, RoleByRouteMatrix) {
       R"({"type":"comprehension","at":"2026-09-14T13:00:00Z","passed":true})";
   const std::vector<Row> rows = {
       {"GET", "/v1/me", "", {"dr-a", "staff-a", "dr-b", "ph-a", "ph-b", "admin", "patient-m"}},
+      {"GET",
+       "/v1/knowledge",
+       "",
+       {"dr-a", "staff-a", "dr-b", "ph-a", "ph-b", "admin", "patient-m"}},
+      {"GET",
+       "/v1/dose-plan?weight_kg=60&mg_per_kg_day=0.5",
+       "",
+       {"dr-a", "staff-a", "dr-b", "ph-a", "ph-b", "admin", "patient-m"}},
       {"POST",
        "/v1/patients",
        R"({"birth_date":"1990-01-01","jurisdiction":"US","category":"can_get_pregnant"})",
@@ -621,14 +646,6 @@ TEST_P(ApiTest, RoleByRouteMatrix) {
        "",
        {"dr-a", "staff-a", "patient-m"}},
       {"GET", "/v1/patients/p-m/calendar.ics", "", {"dr-a", "staff-a", "patient-m"}},
-      {"GET",
-       "/v1/knowledge",
-       "",
-       {"dr-a", "staff-a", "dr-b", "ph-a", "ph-b", "admin", "patient-m"}},
-      {"GET",
-       "/v1/dose-plan?weight_kg=60&mg_per_kg_day=0.5",
-       "",
-       {"dr-a", "staff-a", "dr-b", "ph-a", "ph-b", "admin", "patient-m"}},
       {"GET", "/v1/patients/p-m/pharmacy-view", "", {"ph-a", "ph-b"}},
       {"POST",
        "/v1/authorizations",
