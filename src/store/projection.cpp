@@ -69,6 +69,15 @@ Status FoldEntry(StateText& state, std::string_view type, std::string_view store
   return {};
 }
 
+Status CheckRecordRoom(const StateText& state, size_t adding, const RecordLimits& limits) {
+  const auto held = static_cast<size_t>(state.event_count);
+  if (held + adding <= limits.max_events) return {};
+  return Error::BadInput(
+      "the patient's record holds " + std::to_string(held) + " events and a record holds at most " +
+          std::to_string(limits.max_events) + "; this append adds " + std::to_string(adding),
+      "entries");
+}
+
 Result<std::string> StateRecordJson(const StateText& state) {
   if (state.patient.empty()) return Error::NotFound("the stream has no patient entry");
   std::string out;

@@ -33,6 +33,10 @@ struct StateText {
 // kInternal when a patient entry is not a JSON object.
 Status FoldEntry(StateText& state, std::string_view type, std::string_view stored_json);
 
+// Whether `adding` more events fit the record of `state` (the record format's limit on events:
+// a stream past it could no longer be read as a record). kBadInput naming "entries" otherwise.
+Status CheckRecordRoom(const StateText& state, size_t adding, const RecordLimits& limits);
+
 // The record: {"patient":{...},"events":[...]}. kNotFound when the state has no patient yet.
 Result<std::string> StateRecordJson(const StateText& state);
 

@@ -258,30 +258,40 @@ TEST_P(EventStoreConformance, EveryKindOfBadEntryIsRejected) {
 }
 
 TEST_P(EventStoreConformance, LimitsHoldAtTheLimitAndFailOnePast) {
-  Create("p-1");
-  // 10,001 entries in one append (a record's patient entry and 10,000 events): accepted; one
-  // more: rejected.
-  std::vector<std::string> many(kMaxEntriesPerAppend, WeightEntry(60));
-  auto at_limit = store().Append(Request("p-1", many, 1));
-  ASSERT_TRUE(Ok(at_limit));
-  EXPECT_EQ(at_limit->last_version, 1 + static_cast<int64_t>(kMaxEntriesPerAppend));
+  // A whole record in one append: its patient entry and 10,000 events (10,001 entries):
+  // accepted; one entry more: rejected.
+  std::vector<std::string> many(kMaxEntriesPerAppend - 1, WeightEntry(60));
+  many.insert(many.begin(), PatientEntry("p-1"));
   many.push_back(WeightEntry(60));
   EXPECT_TRUE(Fails(store().Append(Request("p-1", many)), ErrorKind::kBadInput, "entries",
                     "at most 10001"));
+  many.pop_back();
+  auto at_limit = store().Append(Request("p-1", many, 0));
+  ASSERT_TRUE(Ok(at_limit));
+  EXPECT_EQ(at_limit->last_version, static_cast<int64_t>(kMaxEntriesPerAppend));
+  // The record is full: one more event would make it unreadable as a record, so it is refused
+  // (a new patient entry, which adds no event, still goes in).
+  EXPECT_TRUE(Fails(store().Append(Request("p-1", {WeightEntry(61)})), ErrorKind::kBadInput,
+                    "entries", "holds 10000 events"));
+  EXPECT_TRUE(Ok(store().Append(Request("p-1", {PatientEntry("p-1")}))));
+  auto state = store().ReadState("p-1");
+  ASSERT_TRUE(Ok(state));
+  EXPECT_EQ(state->version, 1 + static_cast<int64_t>(kMaxEntriesPerAppend));
   // An entry of 1 MiB: accepted; one byte more: rejected (unknown fields pad it).
+  Create("p-2");
   const std::string head = R"({"type": "weight", "at": "2026-09-01T10:00:00Z", "kg": 60, "pad": ")";
   std::string big = head + std::string(kMaxEntryBytes - head.size() - 2, 'x') + "\"}";
   ASSERT_EQ(big.size(), kMaxEntryBytes);
-  EXPECT_TRUE(Ok(store().Append(Request("p-1", {big}))));
+  EXPECT_TRUE(Ok(store().Append(Request("p-2", {big}))));
   big.insert(head.size(), "x");
-  EXPECT_TRUE(Fails(store().Append(Request("p-1", {big})), ErrorKind::kBadInput, "entries[0]",
+  EXPECT_TRUE(Fails(store().Append(Request("p-2", {big})), ErrorKind::kBadInput, "entries[0]",
                     "at most 1048576"));
   // Ten entries of 1 MiB go past the append's 10 MiB.
   big.erase(head.size(), 1);
   std::vector<std::string> heavy(11, big);
-  EXPECT_TRUE(Fails(store().Append(Request("p-1", heavy)), ErrorKind::kBadInput, "entries",
+  EXPECT_TRUE(Fails(store().Append(Request("p-2", heavy)), ErrorKind::kBadInput, "entries",
                     "at most 10485760"));
-  EXPECT_EQ(VersionOf("p-1"), 2 + static_cast<int64_t>(kMaxEntriesPerAppend));
+  EXPECT_EQ(VersionOf("p-2"), 2);
 }
 
 // ---- The hash chain and Verify

@@ -1419,6 +1419,11 @@ Status PostgresEventStore::Impl::PrepareAppend(PgWriteRequest& request, const Pg
       state = std::move(*folded);
     }
   }
+  {
+    size_t adding = 0;
+    for (const CheckedEntry& e : entries) adding += e.is_patient ? 0 : 1;
+    if (auto st = CheckRecordRoom(state, adding, read_options.limits); !st.ok()) return st.error();
+  }
 
   EntryRow row;
   row.patient_id = patient;

@@ -1295,6 +1295,11 @@ Result<AppendResult> SqliteEventStore::Impl::ApplyAppend(WriteRequest& request,
                                 ? Result<StateText>(std::move(*cached_state))
                                 : CurrentState(patient, version, *key, snapshot_version);
   if (!state.ok()) return state.error();
+  {
+    size_t adding = 0;
+    for (const auto& e : entries) adding += e.is_patient ? 0 : 1;
+    if (auto st = CheckRecordRoom(*state, adding, read_options.limits); !st.ok()) return st.error();
+  }
 
   // Whether an event id is taken in the stream (including this append's entries written so
   // far), and by what type of entry.
