@@ -46,13 +46,16 @@ Result<AuthorizationRecord> Service::FindAuthorization(const std::string& id) {
   // Not in the read model yet: project until it is or the projection has caught up with the
   // store (an authorization granted a moment ago must be found however far behind the
   // background projection is).
-  for (;;) {
+  // A pass of the background worker may apply it between the lookup and this thread's pass
+  // (which then finds nothing new): so the lookup comes once more after a pass that was empty.
+  for (bool caught_up = false;;) {
     auto found = store_.GetAuthorization(id);
     if (!found.ok()) return found.error();
     if (found->has_value()) return std::move(**found);
+    if (caught_up) break;
     auto projected = Project();
     if (!projected.ok()) return projected.error();
-    if (*projected == 0) break;
+    caught_up = *projected == 0;
   }
   return Error::NotFound("no such authorization", "authorization_id");
 }
