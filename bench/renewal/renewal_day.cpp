@@ -548,8 +548,10 @@ class Day {
     return json::serialize(json::object{{"events", json::array{event}}});
   }
 
-  static std::string LotId(const std::string& product, double strength) {
-    return "bench-" + product + "-" + std::to_string(static_cast<int>(std::lround(strength)));
+  // Each run stocks lots of its own (the day's dispenses use them up).
+  std::string LotId(const std::string& product, double strength) const {
+    return "bench-" + std::to_string(o_.seed) + "-" + product + "-" +
+           std::to_string(static_cast<int>(std::lround(strength)));
   }
 
   // The strength of `product` that makes every dose in whole capsules (the largest such).
