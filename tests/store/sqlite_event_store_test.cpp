@@ -1382,7 +1382,9 @@ TEST(SqliteBulkImport, BesideAnotherConnectionTheImportStaysInWal) {
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&store, fd, t, seed] {
-      const std::string patient = "crash-" + std::to_string(t);
+      // A stream per round: a record holds at most 10,000 events, and rounds of a fast writer
+      // would fill one stream past it.
+      const std::string patient = "crash-" + std::to_string(seed) + "-" + std::to_string(t);
       std::mt19937 rng(seed * 31 + static_cast<unsigned>(t));
       auto stream = store.ReadStream(patient);
       if (!stream.ok()) ::_exit(2);
