@@ -633,10 +633,18 @@ TEST(PostgresCrashSafety, ChildAppendsUntilKilled) {
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&store, fd, t] {
-      const std::string patient = "crash-" + std::to_string(t);
+      // A record holds at most 10,000 events: a long run moves on to a new stream of its own
+      // before its stream is full.
+      constexpr int64_t kStreamRoom = 9000;
+      int generation = 0;
+      std::string patient = "crash-" + std::to_string(t) + "-0";
       std::mt19937 rng(static_cast<unsigned>(::getpid()) * 31 + static_cast<unsigned>(t));
       int64_t version = -1;
       for (int64_t n = 0;; ++n) {
+        if (version > kStreamRoom) {
+          patient = "crash-" + std::to_string(t) + "-" + std::to_string(++generation);
+          version = -1;
+        }
         while (version < 0) {
           auto stream = store.ReadStream(patient);
           if (stream.ok()) {
