@@ -86,6 +86,26 @@ bool ContainsWholeWords(std::string_view text, std::string_view words) {
   return false;
 }
 
+namespace {
+char LowerAscii(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+}  // namespace
+
+std::string AsciiLower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) c = LowerAscii(c);
+  return out;
+}
+
+bool ContainsIgnoringCase(std::string_view haystack, std::string_view lowered_needle) {
+  if (lowered_needle.size() > haystack.size()) return false;
+  for (size_t i = 0; i + lowered_needle.size() <= haystack.size(); ++i) {
+    size_t j = 0;
+    while (j < lowered_needle.size() && LowerAscii(haystack[i + j]) == lowered_needle[j]) ++j;
+    if (j == lowered_needle.size()) return true;
+  }
+  return false;
+}
+
 std::string NormalizeAtc(std::string_view atc) {
   std::string out;
   out.reserve(atc.size());

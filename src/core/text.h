@@ -13,6 +13,13 @@ std::string NormalizeMedicationName(std::string_view name);
 // True when `words` (normalized) occurs in `text` (normalized) as whole words.
 bool ContainsWholeWords(std::string_view text, std::string_view words);
 
+// Lower-cases ASCII letters: "iPLEDGE" -> "ipledge".
+std::string AsciiLower(std::string_view text);
+
+// True when `lowered_needle` (already AsciiLower'd) occurs in `haystack` ignoring ASCII case;
+// an empty needle occurs everywhere.
+bool ContainsIgnoringCase(std::string_view haystack, std::string_view lowered_needle);
+
 // Upper-cases ASCII letters and drops spaces: " j01aa02 " -> "J01AA02".
 std::string NormalizeAtc(std::string_view atc);
 

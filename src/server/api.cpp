@@ -1086,7 +1086,11 @@ HttpResponse Api::PrescriberWorklist(Call& c) {
   if (!limit.ok()) return Fail(c, limit.error());
   auto offset = QuerySize(c.request, "offset", 0, SIZE_MAX / 2);
   if (!offset.ok()) return Fail(c, offset.error());
-  auto list = env_.service.PrescriberWorklist(c.principal(), as_of, *limit, *offset);
+  service::WorklistFilter filter;
+  if (const std::string* v = c.request.query_param("severity")) filter.severity = *v;
+  if (const std::string* v = c.request.query_param("status")) filter.status = *v;
+  if (const std::string* v = c.request.query_param("q")) filter.text = *v;
+  auto list = env_.service.PrescriberWorklist(c.principal(), as_of, *limit, *offset, filter);
   if (!list.ok()) return Fail(c, list.error());
   json::array items;
   for (const service::WorklistItem& i : list->items) {

@@ -35,6 +35,10 @@ class TimedEventStore final : public store::EventStore {
   Result<store::PatientState> ReadState(const std::string& patient_id) override {
     return inner_->ReadState(patient_id);
   }
+  Result<std::vector<store::StreamVersion>> ReadVersions(
+      const std::vector<std::string>& patient_ids) override {
+    return inner_->ReadVersions(patient_ids);
+  }
   Result<store::RebuildReport> RebuildProjections() override {
     return inner_->RebuildProjections();
   }

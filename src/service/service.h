@@ -133,9 +133,19 @@ struct WorklistItem {
   std::optional<LocalDate> next_due_by;
 };
 
+// Which lines of the worklist to list (all of them when every field is empty), applied before
+// paging so that a filter reaches every page of a clinic of thousands.
+struct WorklistFilter {
+  std::string severity;  // "critical", "warning", "none" (no alert), "" (any)
+  std::string status;    // "overdue", "due", "alerting", "" (any)
+  std::string text;      // a case-insensitive part of the patient id or of a code, "" (any)
+};
+
+inline constexpr size_t kMaxWorklistFilterText = 128;  // bytes
+
 struct Worklist {
   std::vector<WorklistItem> items;
-  size_t total = 0;  // items in the whole list (before paging)
+  size_t total = 0;  // items in the whole (filtered) list, before paging
 };
 
 struct IssuedToken {
@@ -193,8 +203,9 @@ class Service {
                                                               size_t offset);
 
   // ---- Worklists.
+  // kBadInput naming the filter's field when it is not one of the values above.
   Result<Worklist> PrescriberWorklist(const Principal& who, LocalDate as_of, size_t limit,
-                                      size_t offset);
+                                      size_t offset, const WorklistFilter& filter = {});
 
   // ---- Stock and storage (the pharmacist's own pharmacy).
   Status AddLot(const Principal& who, Lot lot);

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 
+#include "core/text.h"
 #include "domain/record_parser.h"
 #include "service/service.h"
 #include "service/service_internal.h"
@@ -545,29 +546,82 @@ Result<int64_t> Service::DeliverWebhooks(size_t max_deliveries) {
 // ---------------------------------------------------------------------------------------------
 // Views over many patients
 
+namespace {
+
+Status CheckWorklistFilter(const WorklistFilter& f) {
+  if (!f.severity.empty() && f.severity != "critical" && f.severity != "warning" &&
+      f.severity != "none") {
+    return Error::BadInput("must be critical, warning or none", "severity");
+  }
+  if (!f.status.empty() && f.status != "overdue" && f.status != "due" && f.status != "alerting") {
+    return Error::BadInput("must be overdue, due or alerting", "status");
+  }
+  if (f.text.size() > kMaxWorklistFilterText) {
+    return Error::BadInput("must be at most " + std::to_string(kMaxWorklistFilterText) + " bytes",
+                           "q");
+  }
+  return {};
+}
+
+bool Matches(const WorklistItem& item, const WorklistFilter& f, std::string_view lowered_text) {
+  if (f.severity == "none" ? !item.worst_severity.empty()
+                           : !f.severity.empty() && item.worst_severity != f.severity) {
+    return false;
+  }
+  if ((f.status == "overdue" && item.overdue.empty()) || (f.status == "due" && item.due.empty()) ||
+      (f.status == "alerting" && item.alerts.empty())) {
+    return false;
+  }
+  if (lowered_text.empty() || ContainsIgnoringCase(item.patient_id, lowered_text)) return true;
+  for (const auto* codes : {&item.alerts, &item.overdue, &item.due}) {
+    for (const std::string& code : *codes) {
+      if (ContainsIgnoringCase(code, lowered_text)) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 Result<Worklist> Service::PrescriberWorklist(const Principal& who, LocalDate as_of, size_t limit,
-                                             size_t offset) {
+                                             size_t offset, const WorklistFilter& filter) {
   if (auto st = Require(who, Capability::kPrescriberWorklist); !st.ok()) return st.error();
+  if (auto st = CheckWorklistFilter(filter); !st.ok()) return st.error();
+  const std::string lowered_text = AsciiLower(filter.text);
   constexpr int32_t kDueHorizonDays = 7;
+  static_assert(kMaxListLimit <= store::kMaxVersionsPerRead);
   const Instant at = EndOfDayUtc(as_of);
   std::vector<WorklistItem> items;
+  auto keep = [&](const WorklistItem& item) {
+    if (Matches(item, filter, lowered_text)) items.push_back(item);
+  };
   std::string after;
+  std::vector<std::string> ids;
   for (;;) {
     auto page = store_.ListClinicPatients(who.account.org_id, after, kMaxListLimit);
     if (!page.ok()) return page.error();
-    for (const CareLink& link : *page) {
-      auto state = events_.ReadState(link.patient_id);
-      if (!state.ok()) return state.error();
-      if (state->version == 0 || state->erased) continue;
+    // The page's versions in one read: a line computed for a version and a day is reused, so
+    // only the patients whose records changed since are read and evaluated again.
+    ids.clear();
+    for (const CareLink& link : *page) ids.push_back(link.patient_id);
+    auto versions = events_.ReadVersions(ids);
+    if (!versions.ok()) return versions.error();
+    for (size_t n = 0; n < page->size(); ++n) {
+      const CareLink& link = (*page)[n];
+      const store::StreamVersion& head = (*versions)[n];
+      if (head.version == 0 || head.erased) continue;
       {
         std::lock_guard lock(worklist_mu_);
         auto it = worklist_cache_.find(link.patient_id);
-        if (it != worklist_cache_.end() && it->second.version == state->version &&
+        if (it != worklist_cache_.end() && it->second.version == head.version &&
             it->second.as_of == as_of) {
-          if (it->second.item) items.push_back(*it->second.item);
+          if (it->second.item) keep(*it->second.item);
           continue;
         }
       }
+      auto state = events_.ReadState(link.patient_id);
+      if (!state.ok()) return state.error();
+      if (state->version == 0 || state->erased) continue;
       auto remember = [&](std::optional<WorklistItem> line) {
         std::lock_guard lock(worklist_mu_);
         if (worklist_cache_.size() >= kMaxCachedWorklistLines) worklist_cache_.clear();
@@ -606,7 +660,7 @@ Result<Worklist> Service::PrescriberWorklist(const Principal& who, LocalDate as_
         continue;
       }
       remember(item);
-      items.push_back(std::move(item));
+      keep(item);
     }
     if (page->size() < kMaxListLimit) break;
     after = page->back().patient_id;

@@ -117,6 +117,15 @@ struct PatientState {
   bool erased = false;
 };
 
+// A stream's head as ReadVersions reports it: nothing of the payloads is read.
+struct StreamVersion {
+  int64_t version = 0;  // 0: no such patient
+  bool erased = false;
+};
+
+// At most this many patients per ReadVersions call.
+inline constexpr size_t kMaxVersionsPerRead = 1000;
+
 // What a rebuild of the projections did.
 struct RebuildReport {
   int64_t patients = 0;  // state rows recomputed from the log
@@ -153,6 +162,11 @@ class EventStore {
   // so the state is never behind the log (kInternal naming the patient when it is damaged). An
   // unknown patient has version 0; an erased one is returned with erased = true and no record.
   virtual Result<PatientState> ReadState(const std::string& patient_id) = 0;
+  // The heads of the patients' streams, in the order of `patient_ids`, in one read: for views
+  // over many patients that keep what they computed per version and re-read only the patients
+  // whose records changed. kBadInput past kMaxVersionsPerRead ids or for an id too long.
+  virtual Result<std::vector<StreamVersion>> ReadVersions(
+      const std::vector<std::string>& patient_ids) = 0;
   // Recomputes every patient's state from the log and rewrites the rows that are missing or
   // differ; writers may go on meanwhile (each patient is rebuilt in a transaction of its own
   // that also holds the stream's newest entries). The result is what Append would have kept.

@@ -69,6 +69,22 @@ Status FoldEntry(StateText& state, std::string_view type, std::string_view store
   return {};
 }
 
+Status CheckVersionsRequest(const std::vector<std::string>& patient_ids) {
+  if (patient_ids.size() > kMaxVersionsPerRead) {
+    return Error::BadInput("holds " + std::to_string(patient_ids.size()) + " ids; at most " +
+                               std::to_string(kMaxVersionsPerRead) + " per read",
+                           "patient_ids");
+  }
+  for (size_t i = 0; i < patient_ids.size(); ++i) {
+    if (patient_ids[i].size() > kMaxPatientIdBytes) {
+      return Error::BadInput("is " + std::to_string(patient_ids[i].size()) + " bytes; at most " +
+                                 std::to_string(kMaxPatientIdBytes) + " are allowed",
+                             "patient_ids[" + std::to_string(i) + "]");
+    }
+  }
+  return {};
+}
+
 Status CheckRecordRoom(const StateText& state, size_t adding, const RecordLimits& limits) {
   const auto held = static_cast<size_t>(state.event_count);
   if (held + adding <= limits.max_events) return {};

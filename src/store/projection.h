@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/result.h"
 #include "store/entry_codec.h"
@@ -36,6 +37,10 @@ Status FoldEntry(StateText& state, std::string_view type, std::string_view store
 // Whether `adding` more events fit the record of `state` (the record format's limit on events:
 // a stream past it could no longer be read as a record). kBadInput naming "entries" otherwise.
 Status CheckRecordRoom(const StateText& state, size_t adding, const RecordLimits& limits);
+
+// The ids of a ReadVersions call: at most kMaxVersionsPerRead, each at most kMaxPatientIdBytes.
+// kBadInput naming "patient_ids" otherwise.
+Status CheckVersionsRequest(const std::vector<std::string>& patient_ids);
 
 // The record: {"patient":{...},"events":[...]}. kNotFound when the state has no patient yet.
 Result<std::string> StateRecordJson(const StateText& state);

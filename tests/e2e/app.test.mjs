@@ -120,8 +120,33 @@ test('prescriber: paged worklist, enroll, forms that reject bad input, dose plan
   await screenshot(page, 'prescriber-worklist', { fullPage: false });
   await page.getByRole('link', { name: 'Next' }).click();
   await waitForText(page, 'nav.pager span', 'Patients 51–');
-  await page.getByLabel('Severity').selectOption('warning');
-  for (const row of await page.locator('#worklist tbody tr').all()) assert.match(await text(row), /warning/);
+  // The filter is the server's: it reaches every page, and its total is the server's count.
+  await page.getByLabel('Worst alert').selectOption('warning');
+  await page.getByLabel('Showing patients with').selectOption('overdue');
+  await page.getByRole('button', { name: 'Filter', exact: true }).click();
+  await waitForText(page, '#worklist-count', 'match the filter');
+  const wanted = (await env.api.call('GET', '/v1/worklists/prescriber?severity=warning&status=overdue&limit=1000', { token: drToken })).json;
+  assert.ok(wanted.total > 0, 'the cohort has warnings with something overdue');
+  assert.equal(await text(page.locator('#worklist-count')), `${wanted.total} patients match the filter.`);
+  assert.match(page.url(), /severity=warning/);
+  const rows = await page.locator('#worklist tbody tr').all();
+  assert.equal(rows.length, Math.min(50, wanted.total));
+  for (const [i, row] of rows.entries()) {
+    const row_text = await text(row);
+    assert.ok(row_text.startsWith(wanted.items[i].patient_id), row_text);
+    assert.match(row_text, /warning/i);
+  }
+  // A patient id typed in the text box finds that patient wherever they are in the list.
+  const lastOfList = (await env.api.call('GET', '/v1/worklists/prescriber?limit=1000', { token: drToken })).json.items.at(-1);
+  await page.getByRole('link', { name: 'Clear' }).click();
+  await waitForText(page, '#worklist-count', 'on the worklist');
+  await page.getByLabel('Patient id or code').fill(lastOfList.patient_id.toUpperCase());
+  await page.getByRole('button', { name: 'Filter', exact: true }).click();
+  await waitForText(page, '#worklist-count', 'match the filter');
+  const found = await page.locator('#worklist tbody tr td:first-child').allTextContents();
+  assert.ok(found.includes(lastOfList.patient_id), found.join(' '));
+  for (const id of found) assert.ok(id.toLowerCase().includes(lastOfList.patient_id.toLowerCase()), id);
+  await assertLabelled(page);
 
   // Enroll a patient.
   await page.getByRole('link', { name: 'Enroll a patient' }).click();

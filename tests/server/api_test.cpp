@@ -4,8 +4,10 @@
 #include <gtest/gtest.h>
 #include <sodium.h>
 
+#include <cctype>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -441,6 +443,77 @@ TEST_P(ApiTest, PrescriberWorklistShowsWhatIsDueAndStaysInTheClinic) {
   ASSERT_EQ(after.obj().at("items").as_array().size(), 1u);
   EXPECT_EQ(after.obj().at("items").as_array()[0].at("worst_severity"), "critical")
       << after.raw.body;
+}
+
+TEST_P(ApiTest, PrescriberWorklistFiltersBeforePaging) {
+  for (const char* p : {"p-f1", "p-f2", "p-f3"}) EnrollReady(p);
+  ASSERT_EQ(Post("/v1/patients/p-f2/events", "dr-a",
+                 R"({"events":[{"type":"lab","at":"2026-10-20T10:00:00Z","test":"ALT",)"
+                 R"("value":400,"unit":"U/L","uln":40}]})")
+                .status,
+            201);
+  const std::string base = "/v1/worklists/prescriber?as_of=2026-11-08";
+  auto whole = Get(base + "&limit=1000", "dr-a");
+  ASSERT_EQ(whole.status, 200) << whole.raw.body;
+  const json::array all = whole.obj().at("items").as_array();
+  ASSERT_EQ(all.size(), 3u) << whole.raw.body;
+  // What each filter must give: the whole list filtered here, in the server's order.
+  auto expected = [&](const std::function<bool(const json::object&)>& keep) {
+    std::vector<std::string> ids;
+    for (const auto& v : all) {
+      if (keep(v.as_object())) ids.emplace_back(v.at("patient_id").as_string());
+    }
+    return ids;
+  };
+  auto pages_of = [&](const std::string& query, size_t page_size) {
+    std::vector<std::string> ids;
+    for (size_t offset = 0;; offset += page_size) {
+      auto r = Get(base + query + "&limit=" + std::to_string(page_size) +
+                       "&offset=" + std::to_string(offset),
+                   "dr-a");
+      EXPECT_EQ(r.status, 200) << query << " " << r.raw.body;
+      if (r.status != 200) break;
+      for (const auto& v : r.obj().at("items").as_array()) {
+        ids.emplace_back(v.at("patient_id").as_string());
+      }
+      if (offset + page_size >= static_cast<size_t>(r.obj().at("total").as_int64())) break;
+    }
+    return ids;
+  };
+  auto has = [](const json::object& o, const char* kind) { return !o.at(kind).as_array().empty(); };
+  const std::string critical_code(all[0].at("alerts").as_array().at(0).as_string());
+  EXPECT_EQ(all[0].at("patient_id"), "p-f2");  // critical first
+  EXPECT_EQ(all[0].at("worst_severity"), "critical");
+  const std::vector<std::string> critical = {"p-f2"};
+  EXPECT_EQ(pages_of("&severity=critical", 1), critical);
+  EXPECT_EQ(pages_of("&severity=none", 1),
+            expected([](const json::object& o) { return o.at("worst_severity").is_null(); }));
+  const std::vector<std::string> warnings = {"p-f1", "p-f3"};  // baseline labs missing
+  EXPECT_EQ(pages_of("&severity=warning", 1), warnings);
+  EXPECT_EQ(pages_of("&status=alerting", 2),
+            expected([&](const json::object& o) { return has(o, "alerts"); }));
+  EXPECT_EQ(pages_of("&status=overdue", 2),
+            expected([&](const json::object& o) { return has(o, "overdue"); }));
+  EXPECT_EQ(pages_of("&status=due", 2),
+            expected([&](const json::object& o) { return has(o, "due"); }));
+  // Text: a part of the patient id or of a code, in any case.
+  EXPECT_EQ(pages_of("&q=F3", 1), std::vector<std::string>{"p-f3"});
+  std::string lowered = critical_code;
+  for (char& c : lowered) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  EXPECT_EQ(pages_of("&q=" + lowered, 1), critical);
+  EXPECT_TRUE(pages_of("&q=nothing-has-this", 1).empty());
+  EXPECT_EQ(pages_of("&severity=critical&q=p-f1", 1), std::vector<std::string>{});
+  // Bad filters are named.
+  for (const auto& [query, field] : std::vector<std::pair<std::string, std::string>>{
+           {"&severity=urgent", "severity"},
+           {"&status=late", "status"},
+           {"&q=" + std::string(service::kMaxWorklistFilterText + 1, 'x'), "q"}}) {
+    auto bad = Get(base + query, "dr-a");
+    EXPECT_EQ(bad.status, 400) << query;
+    EXPECT_EQ(bad.str("field"), field) << bad.raw.body;
+  }
+  EXPECT_EQ(Get(base + "&q=" + std::string(service::kMaxWorklistFilterText, 'x'), "dr-a").status,
+            200);
 }
 
 TEST_P(ApiTest, RemindersBeforeAWindowClosesOnceEach) {

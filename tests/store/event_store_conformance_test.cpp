@@ -704,6 +704,37 @@ TEST_P(EventStoreConformance, UnknownPatientHasNoStateAndAnErasedOneNoRecord) {
   EXPECT_TRUE(erased->record_json.empty());
 }
 
+TEST_P(EventStoreConformance, VersionsAreTheStreamsHeadsInTheOrderAsked) {
+  Create("p-1");
+  Create("p-2");
+  ASSERT_TRUE(Ok(store().Append(Request("p-1", {WeightEntry(60), WeightEntry(61)}))));
+  ASSERT_TRUE(Ok(store().Append(Request("p-2", {WeightEntry(70)}))));
+  ASSERT_TRUE(Ok(store().ErasePatient("p-2", TestActor())));
+  // Unknown ids, an id asked twice and one no patient can have (not UTF-8) are answered too.
+  const std::vector<std::string> ids = {"p-2", "nobody", "p-1", std::string("p-\xff", 3), "p-1"};
+  auto versions = store().ReadVersions(ids);
+  ASSERT_TRUE(Ok(versions));
+  ASSERT_EQ(versions->size(), ids.size());
+  EXPECT_EQ((*versions)[0].version, store().ReadStream("p-2")->version);
+  EXPECT_TRUE((*versions)[0].erased);
+  EXPECT_EQ((*versions)[1].version, 0);
+  EXPECT_FALSE((*versions)[1].erased);
+  for (size_t i : {size_t{2}, size_t{4}}) {
+    EXPECT_EQ((*versions)[i].version, 3);
+    EXPECT_FALSE((*versions)[i].erased);
+  }
+  EXPECT_EQ((*versions)[3].version, 0);
+  auto none = store().ReadVersions({});
+  ASSERT_TRUE(Ok(none));
+  EXPECT_TRUE(none->empty());
+  // Limits: the number of ids and each id's length, named.
+  EXPECT_TRUE(Ok(store().ReadVersions(std::vector<std::string>(kMaxVersionsPerRead, "p-1"))));
+  EXPECT_TRUE(Fails(store().ReadVersions(std::vector<std::string>(kMaxVersionsPerRead + 1, "p-1")),
+                    ErrorKind::kBadInput, "patient_ids"));
+  EXPECT_TRUE(Fails(store().ReadVersions({"p-1", std::string(kMaxPatientIdBytes + 1, 'x')}),
+                    ErrorKind::kBadInput, "patient_ids[1]"));
+}
+
 TEST_P(EventStoreConformance, StateKeepsUpWithConcurrentWriters) {
   Create("shared");
   constexpr int kWriters = 4, kAppendsEach = 15;

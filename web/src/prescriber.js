@@ -14,48 +14,66 @@ const LB_TO_KG = 0.45359237;  // the international avoirdupois pound
 
 // ---- Worklist
 
+const WORKLIST_FILTERS = ['severity', 'status', 'q'];
+
 export async function worklist({ query }) {
   const offset = Math.max(0, Number.parseInt(query.get('offset') || '0', 10) || 0);
-  const data = await api(`/v1/worklists/prescriber?limit=${PAGE_SIZE}&offset=${offset}`);
-  const severity = select('severity', [['', 'Any'], ['critical', 'Critical'], ['warning', 'Warning'], ['info', 'Information'], ['none', 'No alert']]);
+  // The filter is the server's, before paging: it reaches every page of a large clinic.
+  const filter = new URLSearchParams();
+  for (const key of WORKLIST_FILTERS) {
+    const v = (query.get(key) || '').trim();
+    if (v) filter.set(key, v);
+  }
+  const filtered = filter.toString() !== '';
+  const data = await api(`/v1/worklists/prescriber?limit=${PAGE_SIZE}&offset=${offset}${filtered ? `&${filter}` : ''}`);
+  const severity = select('severity', [['', 'Any'], ['critical', 'Critical'], ['warning', 'Warning'], ['none', 'No alert']]);
+  const statusSel = select('status', [['', 'Anything'], ['overdue', 'Something overdue'], ['due', 'Something due this week'], ['alerting', 'An alert']]);
   const text = input('q', { type: 'search', maxlength: 128, placeholder: 'patient id or code' });
-  const tbody = h('tbody');
-  const count = h('p', { class: 'small muted', 'aria-live': 'polite' });
-  const render = () => {
-    const sev = severity.value;
-    const q = text.value.trim().toLowerCase();
-    const rows = data.items.filter((it) => {
-      if (sev === 'none' && it.worst_severity) return false;
-      if (sev && sev !== 'none' && it.worst_severity !== sev) return false;
-      if (!q) return true;
-      return [it.patient_id, ...it.alerts, ...it.overdue, ...it.due].some((s) => s.toLowerCase().includes(q));
-    });
-    tbody.replaceChildren(...rows.map((it) => h('tr', {},
-      h('td', {}, h('a', { href: `#/patient/${encodeURIComponent(it.patient_id)}` }, it.patient_id)),
-      h('td', {}, it.worst_severity ? severityBadge(it.worst_severity) : h('span', { class: 'muted' }, '—')),
-      h('td', {}, it.alerts.join(', ')),
-      h('td', { class: it.overdue.length ? 'overdue' : '' }, it.overdue.map(dueLabel).join('; ')),
-      h('td', {}, it.due.map(dueLabel).join('; ')),
-      h('td', {}, formatDate(it.next_due_by)))));
-    count.textContent = `${rows.length} of the ${data.items.length} patients on this page shown.`;
+  severity.value = filter.get('severity') || '';
+  statusSel.value = filter.get('status') || '';
+  text.value = filter.get('q') || '';
+  const link = (at) => {
+    const q = new URLSearchParams(filter);
+    if (at > 0) q.set('offset', String(at));
+    const qs = q.toString();
+    return `#/worklist${qs ? `?${qs}` : ''}`;
   };
-  severity.addEventListener('change', render);
-  text.addEventListener('input', render);
-  render();
+  const form = h('form', { class: 'row', id: 'worklist-filter', role: 'search', 'aria-label': 'Filter the worklist' },
+    field('Worst alert', severity), field('Showing patients with', statusSel), field('Patient id or code', text),
+    h('button', { type: 'submit' }, 'Filter'),
+    filtered ? h('a', { class: 'button secondary', href: '#/worklist' }, 'Clear') : null);
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const q = new URLSearchParams();
+    if (severity.value) q.set('severity', severity.value);
+    if (statusSel.value) q.set('status', statusSel.value);
+    if (text.value.trim()) q.set('q', text.value.trim());
+    const qs = q.toString();
+    location.hash = `#/worklist${qs ? `?${qs}` : ''}`;
+  });
+  const rows = data.items.map((it) => h('tr', {},
+    h('td', {}, h('a', { href: `#/patient/${encodeURIComponent(it.patient_id)}` }, it.patient_id)),
+    h('td', {}, it.worst_severity ? severityBadge(it.worst_severity) : h('span', { class: 'muted' }, '—')),
+    h('td', {}, it.alerts.join(', ')),
+    h('td', { class: it.overdue.length ? 'overdue' : '' }, it.overdue.map(dueLabel).join('; ')),
+    h('td', {}, it.due.map(dueLabel).join('; ')),
+    h('td', {}, formatDate(it.next_due_by))));
   const last = Math.min(data.total, offset + data.items.length);
+  const none = filtered ? 'No patient matches this filter.' : 'No patient needs anything today.';
   return h('div', {},
     h('h1', {}, `Worklist for ${formatDate(data.as_of)}`),
     h('div', { class: 'card' },
       h('p', { class: 'muted small' }, 'Patients with something overdue, due or alerting; critical alerts first.'),
-      h('div', { class: 'row' }, field('Severity', severity), field('Filter this page', text)),
-      count,
+      form,
+      h('p', { class: 'small muted', id: 'worklist-count', 'aria-live': 'polite' },
+        filtered ? `${data.total} patients match the filter.` : `${data.total} patients on the worklist.`),
       h('div', { class: 'table-wrap' }, h('table', { id: 'worklist' },
         h('thead', {}, h('tr', {}, ['Patient', 'Worst alert', 'Alerts', 'Overdue', 'Due', 'Next due'].map((t) => h('th', { scope: 'col' }, t)))),
-        tbody)),
+        h('tbody', {}, ...rows))),
       h('nav', { class: 'pager', 'aria-label': 'Worklist pages' },
-        offset > 0 ? h('a', { class: 'button secondary', href: `#/worklist?offset=${Math.max(0, offset - PAGE_SIZE)}` }, 'Previous') : null,
-        h('span', {}, data.total ? `Patients ${offset + 1}–${last} of ${data.total}` : 'No patient needs anything today.'),
-        last < data.total ? h('a', { class: 'button secondary', href: `#/worklist?offset=${offset + PAGE_SIZE}`, rel: 'next' }, 'Next') : null)));
+        offset > 0 ? h('a', { class: 'button secondary', href: link(Math.max(0, offset - PAGE_SIZE)) }, 'Previous') : null,
+        h('span', {}, data.total ? `Patients ${offset + 1}–${last} of ${data.total}` : none),
+        last < data.total ? h('a', { class: 'button secondary', href: link(offset + PAGE_SIZE), rel: 'next' }, 'Next') : null)));
 }
 
 // ---- Find and enroll

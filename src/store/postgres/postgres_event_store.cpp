@@ -929,6 +929,12 @@ const StatementDef kStateRow{
     " LEFT JOIN isoguard.patient_keys k ON k.patient_id = s.patient_id"
     " LEFT JOIN isoguard.patient_state st ON st.patient_id = s.patient_id"
     " WHERE s.patient_id = $1"};
+// The key's absence means erased (ReadStateOn's reading of it too).
+const StatementDef kVersions{
+    "versions",
+    "SELECT s.patient_id, s.version, (k.key IS NULL)::int4::int8 FROM isoguard.streams s"
+    " LEFT JOIN isoguard.patient_keys k ON k.patient_id = s.patient_id"
+    " WHERE s.patient_id = ANY ($1)"};
 const StatementDef kListPatients{
     "list_patients",
     "SELECT patient_id FROM isoguard.streams WHERE patient_id > $1 ORDER BY patient_id LIMIT 1000"};
@@ -1755,6 +1761,36 @@ Result<PatientState> PostgresEventStore::ReadState(const std::string& patient_id
     return none;
   }
   return WithReader(*impl_, [&](PgConnection& c) { return impl_->ReadStateOn(c, patient_id); });
+}
+
+Result<std::vector<StreamVersion>> PostgresEventStore::ReadVersions(
+    const std::vector<std::string>& patient_ids) {
+  if (auto st = CheckVersionsRequest(patient_ids); !st.ok()) return st.error();
+  std::vector<StreamVersion> out(patient_ids.size());
+  ArrayBuilder ids(kTextOid);
+  std::unordered_map<std::string_view, std::vector<size_t>> where;  // id -> its places in out
+  for (size_t i = 0; i < patient_ids.size(); ++i) {
+    if (!IsStorableText(patient_ids[i])) continue;  // no patient can have this id
+    auto& places = where[patient_ids[i]];
+    if (places.empty()) ids.Add(patient_ids[i]);
+    places.push_back(i);
+  }
+  if (where.empty()) return out;
+  return WithReader(*impl_, [&](PgConnection& c) -> Result<std::vector<StreamVersion>> {
+    Params p;
+    p.Owned(ids.Finish(), kTextArrayOid);
+    auto rows = c.Run(kVersions, p);
+    if (!rows.ok()) return rows.error();
+    for (int r = 0; r < rows->rows(); ++r) {
+      auto it = where.find(rows->Bytes(r, 0));
+      if (it == where.end()) continue;
+      for (size_t i : it->second) {
+        out[i].version = rows->Int8(r, 1);
+        out[i].erased = rows->Int8(r, 2) != 0;
+      }
+    }
+    return out;
+  });
 }
 
 Result<PatientState> PostgresEventStore::Impl::ReadStateOn(PgConnection& c,

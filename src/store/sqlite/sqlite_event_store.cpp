@@ -870,6 +870,7 @@ struct Reader {
   Statement key;
   Statement state;
   Statement head;
+  Statement version;
   Statement stream_page;
   Statement stream_starts;
   Statement tail_rows;
@@ -1834,6 +1835,11 @@ Result<std::unique_ptr<Reader>> SqliteEventStore::Impl::AcquireReader() {
           {&reader->head,
            "SELECT e.version, e.position FROM streams s JOIN entries e ON e.stream = s.id "
            "WHERE s.patient_id = ?1 ORDER BY e.version DESC LIMIT 1"},
+          // A patient whose key is gone was erased (ReadState's reading of it too).
+          {&reader->version,
+           "SELECT (SELECT max(e.version) FROM entries e WHERE e.stream = s.id), "
+           "NOT EXISTS (SELECT 1 FROM patient_keys k WHERE k.patient_id = s.patient_id) "
+           "FROM streams s WHERE s.patient_id = ?1"},
           {&reader->tail_rows,
            "SELECT " + columns +
                " FROM entry_rows WHERE patient_id = ?1 AND version > ?2 ORDER BY version"},
@@ -2159,6 +2165,30 @@ Result<PatientState> SqliteEventStore::ReadState(const std::string& patient_id) 
   out.version = version;
   out.position = position;
   out.record_json = std::move(*record);
+  return out;
+}
+
+Result<std::vector<StreamVersion>> SqliteEventStore::ReadVersions(
+    const std::vector<std::string>& patient_ids) {
+  if (auto st = CheckVersionsRequest(patient_ids); !st.ok()) return st.error();
+  std::vector<StreamVersion> out(patient_ids.size());
+  if (patient_ids.empty()) return out;
+  auto acquired = impl_->AcquireReader();
+  if (!acquired.ok()) return acquired.error();
+  ReaderLease reader(*impl_, std::move(*acquired));
+  ReadTransaction txn(reader->db, reader->begin, reader->rollback);
+  if (auto st = txn.Begin(); !st.ok()) return st.error();
+  for (size_t i = 0; i < patient_ids.size(); ++i) {
+    Use q(reader->version);
+    q.Bind(1, std::string_view(patient_ids[i]));
+    const int rc = q.Step();
+    if (rc == SQLITE_ROW) {
+      out[i].version = q.Int(0);
+      out[i].erased = q.Int(1) != 0;
+    } else if (rc != SQLITE_DONE) {
+      return SqliteError(reader->db.get(), "reading the streams' versions");
+    }
+  }
   return out;
 }
 

@@ -184,6 +184,8 @@ class SqliteEventStore final : public EventStore {
   Result<Stream> ReadStream(const std::string& patient_id) override;
   Result<std::vector<StoredEntry>> ReadAll(int64_t after, size_t limit) override;
   Result<PatientState> ReadState(const std::string& patient_id) override;
+  Result<std::vector<StreamVersion>> ReadVersions(
+      const std::vector<std::string>& patient_ids) override;
   Result<RebuildReport> RebuildProjections() override;
   Result<VerifyReport> Verify() override;
   Status ErasePatient(const std::string& patient_id, const Actor& actor) override;
