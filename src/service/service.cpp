@@ -637,8 +637,13 @@ Result<AuthorizationAnswer> Service::Authorize(const Principal& who,
         continue;
       }
       if (open->pharmacy_id != pharmacy->id) {
-        return Error::Conflict("the prescription is already authorized for another pharmacy (" +
-                                   open->pharmacy_id + ") until " + FormatUtc(open->dispense_by),
+        // An authorization recorded without a pharmacy (an imported history) is still another
+        // pharmacy's: it holds the prescription until it is reversed or ends.
+        const std::string holder = open->pharmacy_id.empty()
+                                       ? "another pharmacy (not named in the record)"
+                                       : "another pharmacy (" + open->pharmacy_id + ")";
+        return Error::Conflict("the prescription is already authorized for " + holder + " until " +
+                                   FormatUtc(open->dispense_by),
                                "prescription_id");
       }
       answer.authorized = true;

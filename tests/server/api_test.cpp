@@ -445,6 +445,23 @@ TEST_P(ApiTest, PrescriberWorklistShowsWhatIsDueAndStaysInTheClinic) {
       << after.raw.body;
 }
 
+TEST_P(ApiTest, AnImportedAuthorizationWithoutPharmacyHoldsThePrescription) {
+  EnrollReady("p-imp");
+  // An authorization of an imported history: the record format has no pharmacy field.
+  store::AppendRequest imported;
+  imported.patient_id = "p-imp";
+  imported.entries = {R"({"type":"authorization","at":"2026-09-14T12:30:00Z",)"
+                      R"("prescription":"rx-1","authorization":"A-imported",)"
+                      R"("dispense_by":"2030-01-01T00:00:00Z"})"};
+  imported.actor = store::Actor{"import-1", "importer", "test"};
+  ASSERT_TRUE(w().events().Append(imported).ok());
+  auto r = Post("/v1/authorizations", "ph-a", R"({"patient_id":"p-imp","prescription_id":"rx-1"})");
+  EXPECT_EQ(r.status, 409) << r.raw.body;
+  EXPECT_EQ(r.str("field"), "prescription_id");
+  EXPECT_NE(r.raw.body.find("another pharmacy (not named in the record)"), std::string::npos)
+      << r.raw.body;
+}
+
 TEST_P(ApiTest, PrescriberWorklistFiltersBeforePaging) {
   for (const char* p : {"p-f1", "p-f2", "p-f3"}) EnrollReady(p);
   ASSERT_EQ(Post("/v1/patients/p-f2/events", "dr-a",
