@@ -299,6 +299,10 @@ int RunCli(const std::vector<std::string>& args, std::istream& in, std::ostream&
   serve_cmd->add_option("--listen", serve.listen, "host:port (default 127.0.0.1:8080)");
   serve_cmd->add_option("--tls-cert", serve.tls_cert, "PEM certificate chain (with --tls-key)");
   serve_cmd->add_option("--tls-key", serve.tls_key, "PEM private key (with --tls-cert)");
+  serve_cmd->add_option("--fhir-ca-file", serve.fhir_ca_file,
+                        "PEM CA bundle trusted for https FHIR servers (default: the system's)");
+  serve_cmd->add_option("--cds-clients", serve.cds_clients,
+                        "TOML file of the CDS clients trusted by their JWT (docs/fhir.md)");
   serve_cmd->add_option("--workers", serve.workers, "Handler threads (default two per core)");
   serve_cmd->add_option("--max-queue", serve.max_queue,
                         "Requests waiting for a handler before 503 (default 512)");

@@ -10,6 +10,7 @@
 
 #include "cli/cli.h"
 #include "cli/cli_support.h"
+#include "fhir/cds_auth.h"
 #include "fhir/fhir_api.h"
 #include "server/api.h"
 #include "server/audit_log.h"
@@ -108,7 +109,29 @@ int RunServe(const Rulebook& rulebook, const ParseOptions& parse, const ServeOpt
   if (!fhir_knowledge.ok()) return Fail(err, fhir_knowledge.error());
   fhir::FhirOptions fhir_options;
   fhir_options.knowledge = std::move(*fhir_knowledge);
-  fhir_options.fetch = fhir::HttpGet;
+  auto fetcher = fhir::MakeHttpFetcher(options.fhir_ca_file);
+  if (!fetcher.ok()) return Fail(err, fetcher.error());
+  fhir_options.fetch = std::move(*fetcher);
+  if (!options.cds_clients.empty()) {
+    auto clients = fhir::CdsClients::Load(options.cds_clients);
+    if (!clients.ok()) return Fail(err, clients.error());
+    // A client acting for no account would be refused at every call: refused at start instead.
+    for (const std::string& id : (*clients)->AccountIds()) {
+      auto account = stores->service->GetAccount(id);
+      if (!account.ok()) {
+        return Fail(err,
+                    Error::BadInput("no account '" + id + "' (" + account.error().message + ")",
+                                    options.cds_clients));
+      }
+      if (account->role != service::Role::kPrescriber &&
+          account->role != service::Role::kClinicStaff) {
+        return Fail(
+            err, Error::BadInput("account '" + id + "' is not a prescriber or clinic staff account",
+                                 options.cds_clients));
+      }
+    }
+    fhir_options.cds_clients = std::move(*clients);
+  }
   auto fhir_routes = fhir::AddFhirRoutes(router, env, std::move(fhir_options));
   // The web app (web/dist, built by `make build`): served when present; the API alone
   // otherwise.

@@ -21,6 +21,10 @@ struct ServeOptions {
   std::string db;
   std::string listen = "127.0.0.1:8080";
   std::string tls_cert, tls_key;
+  // CDS Hooks (docs/fhir.md): a PEM bundle trusted for https FHIR servers instead of the system
+  // store, and the file of trusted CDS clients (JWT issuers and their keys); empty: none.
+  std::string fhir_ca_file;
+  std::string cds_clients;
   unsigned workers = 0;  // 0: two per core
   size_t max_queue = 512;
   std::string data_dir;  // for api/openapi.json

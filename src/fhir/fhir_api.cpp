@@ -6,12 +6,14 @@
 #include <optional>
 
 #include "domain/record_parser.h"
+#include "fhir/cds_auth.h"
 #include "fhir/cds_hooks.h"
 #include "fhir/fhir_resources.h"
 #include "rules/evaluate.h"
 #include "server/json_body.h"
 #include "server/log.h"
 #include "server/problem.h"
+#include "service/credentials.h"
 
 namespace isoguard::fhir {
 namespace {
@@ -32,6 +34,7 @@ struct Call {
   std::optional<Principal> who;
   std::string audit_patient;
   std::string audit_detail;
+  std::string cds_client;  // the iss of a verified CDS client JWT, for the audit
 
   const std::string& Param(std::string_view name) const {
     static const std::string empty;
@@ -158,14 +161,29 @@ class FhirApi {
     parse_.is_known_program = [this](std::string_view id) {
       return env_.service.rulebook().FindProgram(id) != nullptr;
     };
+    // A prefetch that cannot be fetched leaves the cards to isoguard's record alone; the log
+    // says why (certificate not trusted, host name mismatch, timeout, ...). The error names
+    // the FHIR server's host, never the URL's query (a patient id) or the token.
+    FhirFetcher fetch = options_.fetch;
+    if (fetch) {
+      fetch = [this, inner = std::move(fetch)](const std::string& url, const std::string& token,
+                                               std::chrono::milliseconds timeout) {
+        auto body = inner(url, token, timeout);
+        if (!body.ok()) {
+          env_.logger.Warn("CDS Hooks prefetch not fetched", {{"error", body.error().ToString()}});
+        }
+        return body;
+      };
+    }
     cds_ = std::make_unique<CdsHooks>(options_.knowledge, env_.service.rulebook(), parse_,
-                                      options_.fetch, options_.fetch_timeout);
+                                      std::move(fetch), options_.fetch_timeout);
   }
 
   void AddAll();
 
  private:
-  enum class Auth { kPublic, kToken };
+  // kCdsClient: an isoguard API token, or a CDS client's JWT when --cds-clients is given.
+  enum class Auth { kPublic, kToken, kCdsClient };
   using Handler = std::function<HttpResponse(Call&)>;
 
   void Add(std::string method, std::string pattern, Auth auth, Handler handler) {
@@ -183,13 +201,31 @@ class FhirApi {
 
   HttpResponse Run(Auth auth, const std::string& action, const Handler& handler,
                    const HttpRequest& request, const PathParams& params) {
-    Call call{request, params, std::nullopt, {}, {}};
-    if (auth == Auth::kToken) {
+    Call call{request, params, std::nullopt, {}, {}, {}};
+    if (auth != Auth::kPublic) {
       const std::string* header = request.header("authorization");
-      auto who = env_.service.authenticator().Authenticate(header != nullptr ? *header : "",
-                                                           env_.service.Now());
+      const std::string_view value = header != nullptr ? std::string_view(*header) : "";
+      constexpr std::string_view kBearer = "Bearer ";
+      const bool jwt = auth == Auth::kCdsClient && options_.cds_clients != nullptr &&
+                       value.starts_with(kBearer) &&
+                       CdsClients::LooksLikeJwt(value.substr(kBearer.size()));
+      auto who = jwt ? AuthenticateCdsClient(call, value.substr(kBearer.size()))
+                     : env_.service.authenticator().Authenticate(value, env_.service.Now());
+      if (!who.ok() && auth == Auth::kCdsClient && options_.cds_clients != nullptr &&
+          value.starts_with(kBearer) && !jwt &&
+          !service::LooksLikeToken(value.substr(kBearer.size()))) {
+        who = Error::Unauthenticated(
+            "the token is neither an isoguard API token nor a CDS client JWT (three base64url "
+            "parts joined by dots)",
+            "Authorization");
+      }
       if (!who.ok()) {
-        HttpResponse response = Fail(call, who.error());
+        // The CDS routes answer problem details, as their handlers do; FHIR routes an
+        // OperationOutcome.
+        HttpResponse response =
+            auth == Auth::kCdsClient
+                ? server::ProblemFromError(who.error(), request.request_id, env_.logger)
+                : Fail(call, who.error());
         Audit(call, action, response.status, who.error().message);
         return response;
       }
@@ -198,8 +234,38 @@ class FhirApi {
       call.who = std::move(*who);
     }
     HttpResponse response = handler(call);
-    if (auth == Auth::kToken) Audit(call, action, response.status, call.audit_detail);
+    if (auth != Auth::kPublic) Audit(call, action, response.status, call.audit_detail);
     return response;
+  }
+
+  // A CDS client's JWT (cds_auth.h) as the principal of the account the client acts for:
+  // that account must exist, be enabled, and be a prescriber or clinic staff (the roles that
+  // see their clinic's patients, as a CDS client does).
+  Result<Principal> AuthenticateCdsClient(Call& call, std::string_view jwt) {
+    std::string_view path = call.request.target;
+    if (const size_t q = path.find('?'); q != std::string_view::npos) path = path.substr(0, q);
+    auto client = options_.cds_clients->Verify(jwt, path, env_.service.Now());
+    if (!client.ok()) return client.error();
+    call.cds_client = client->iss;
+    auto account = env_.service.store().GetAccount(client->account_id);
+    if (!account.ok()) {
+      if (account.error().kind != ErrorKind::kNotFound) return account.error();
+      return Error::Unauthenticated("the account '" + client->account_id + "' of CDS client '" +
+                                        client->iss + "' does not exist",
+                                    "Authorization");
+    }
+    if (account->disabled) {
+      return Error::Unauthenticated("the account of CDS client '" + client->iss + "' is disabled",
+                                    "Authorization");
+    }
+    if (account->role != service::Role::kPrescriber &&
+        account->role != service::Role::kClinicStaff) {
+      return Error::Forbidden("a CDS client acts for a prescriber or clinic staff account",
+                              "Authorization");
+    }
+    Principal p;
+    p.account = std::move(*account);
+    return p;
   }
 
  public:
@@ -217,6 +283,7 @@ class FhirApi {
     r.patient_id = call.audit_patient.size() <= service::kMaxIdBytes ? call.audit_patient : "";
     r.outcome = status < 400 ? "ok" : (status == 401 || status == 403) ? "refused" : "error";
     r.status = status;
+    if (!call.cds_client.empty()) detail = "CDS client " + call.cds_client + ": " + detail;
     if (detail.size() > service::kMaxTextBytes) detail.resize(service::kMaxTextBytes);
     r.detail = std::move(detail);
     env_.audit.Record(std::move(r));
@@ -928,9 +995,9 @@ void FhirApi::AddAll() {
   Add("POST", "/fhir/GuidanceResponse/$rems-etasu", Auth::kToken,
       [this](Call& c) { return RemsEtasu(c); });
   Add("GET", "/cds-services", Auth::kPublic, [this](Call& c) { return CdsDiscovery(c); });
-  Add("POST", "/cds-services/{service_id}", Auth::kToken,
+  Add("POST", "/cds-services/{service_id}", Auth::kCdsClient,
       [this](Call& c) { return CdsService(c); });
-  Add("POST", "/cds-services/{service_id}/feedback", Auth::kToken,
+  Add("POST", "/cds-services/{service_id}/feedback", Auth::kCdsClient,
       [this](Call& c) { return CdsFeedback(c); });
 }
 
