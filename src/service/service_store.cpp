@@ -13,6 +13,7 @@
 
 #include "service/postgres_service_store.h"
 #include "service/sqlite_service_store.h"
+#include "store/entry_codec.h"
 
 namespace isoguard::service {
 
@@ -172,6 +173,65 @@ Status CheckCareLink(const CareLink& l) {
       .Id("prescriber_id", l.prescriber_id, false)
       .Done();
 }
+
+}  // namespace detail
+
+namespace {
+
+// `text` with NUL and every byte that does not start or continue a well-formed UTF-8
+// character as \xNN, cut to at most `max` bytes on a character boundary (ending in "...").
+std::string Storable(std::string_view text, size_t max) {
+  std::string out;
+  out.reserve(std::min(text.size(), max));
+  size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<uint8_t>(text[i]);
+    size_t n = c < 0x80             ? 1
+               : (c & 0xE0) == 0xC0 ? 2
+               : (c & 0xF0) == 0xE0 ? 3
+               : (c & 0xF8) == 0xF0 ? 4
+                                    : 0;
+    if (c == 0 || n == 0 || i + n > text.size() || !store::IsStorableText(text.substr(i, n))) {
+      char escaped[5];
+      std::snprintf(escaped, sizeof escaped, "\\x%02X", c);
+      out += escaped;
+      ++i;
+    } else {
+      out.append(text.substr(i, n));
+      i += n;
+    }
+  }
+  if (out.size() <= max) return out;
+  constexpr std::string_view kCut = "...";
+  size_t end = max - kCut.size();
+  while (end > 0 && (static_cast<uint8_t>(out[end]) & 0xC0) == 0x80) --end;  // a continuation
+  out.resize(end);
+  out += kCut;
+  return out;
+}
+
+bool Fits(const std::string& value, size_t max) {
+  return value.size() <= max && store::IsStorableText(value);
+}
+
+}  // namespace
+
+void FitAuditRecord(AuditRecord& r) {
+  if (!Fits(r.patient_id, kMaxIdBytes)) {
+    const std::string note = "the patient id named was " + std::to_string(r.patient_id.size()) +
+                             " bytes, not storable as is; recorded as escaped and cut";
+    r.patient_id = Storable(r.patient_id, kMaxIdBytes);
+    r.detail = r.detail.empty() ? note : note + "; " + r.detail;
+  }
+  for (std::string* id : {&r.actor_id, &r.actor_role, &r.org_id, &r.outcome}) {
+    if (!Fits(*id, kMaxIdBytes)) *id = Storable(*id, kMaxIdBytes);
+  }
+  for (std::string* text : {&r.request_id, &r.source, &r.action, &r.detail}) {
+    if (!Fits(*text, kMaxTextBytes)) *text = Storable(*text, kMaxTextBytes);
+  }
+}
+
+namespace detail {
 
 Status CheckAudit(const std::vector<AuditRecord>& records) {
   for (size_t i = 0; i < records.size(); ++i) {

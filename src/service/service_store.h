@@ -114,6 +114,13 @@ struct AuditRecord {
   std::string detail;
 };
 
+// Makes a record of something a client sent storable whatever it sent: every id within
+// kMaxIdBytes and every text within kMaxTextBytes (cut on a character boundary, with "..."), NUL
+// and bytes that are not UTF-8 written as \xNN, and, when the patient id had to be changed,
+// the detail saying how long it was. A request naming an id no patient can have is audited as
+// well as any other; a record the store would refuse would stop the audit writer instead.
+void FitAuditRecord(AuditRecord& record);
+
 struct AuditFilter {
   std::string patient_id;  // empty: any
   std::string actor_id;    // empty: any

@@ -445,6 +445,37 @@ TEST_P(ApiTest, PrescriberWorklistShowsWhatIsDueAndStaysInTheClinic) {
       << after.raw.body;
 }
 
+TEST_P(ApiTest, RequestsNamingUnstorablePatientIdsAreAuditedAndTheAuditGoesOn) {
+  EnrollReady("p-aud");
+  // Ids no patient can have: longer than any id, or holding a NUL (valid UTF-8, which a
+  // PostgreSQL text column refuses). Each request is refused and audited all the same.
+  const std::string long_id(200, 'x');
+  for (const std::string& id : {long_id, std::string("p%00x")}) {
+    auto r = Get("/v1/patients/" + id, "dr-a");
+    EXPECT_GE(r.status, 400) << id;
+    EXPECT_LT(r.status, 500) << id << " " << r.raw.body;
+  }
+  // The audit writer is not stuck on them: a later request's record is written.
+  ASSERT_EQ(Get("/v1/patients/p-aud", "dr-a").status, 200);
+  w().audit().Flush();
+  service::AuditFilter f;
+  f.limit = 1000;
+  auto records = w().service_store().ListAudit(f);
+  ASSERT_TRUE(records.ok()) << records.error().ToString();
+  int of_p_aud = 0;
+  int of_long = 0;
+  for (const auto& a : *records) {
+    if (a.patient_id == "p-aud" && a.action.starts_with("GET")) ++of_p_aud;
+    if (a.patient_id.starts_with("xxxx")) {
+      ++of_long;
+      EXPECT_LE(a.patient_id.size(), service::kMaxIdBytes);
+      EXPECT_NE(a.detail.find("200 bytes"), std::string::npos) << a.detail;
+    }
+  }
+  EXPECT_EQ(of_p_aud, 1);
+  EXPECT_EQ(of_long, 1);
+}
+
 TEST_P(ApiTest, AnImportedAuthorizationWithoutPharmacyHoldsThePrescription) {
   EnrollReady("p-imp");
   // An authorization of an imported history: the record format has no pharmacy field.

@@ -1286,5 +1286,46 @@ INSTANTIATE_TEST_SUITE_P(Postgres, ServiceStoreConformance,
                          ::testing::Values(ServiceBackend{"Postgres", true}),
                          [](const auto& param_info) { return param_info.param.name; });
 
+// Whatever a request named, its audit record is storable once fitted: the store takes it.
+TEST_P(ServiceStoreConformance, AFittedAuditRecordIsStoredWhateverTheRequestNamed) {
+  AuditRecord r;
+  r.at = At(kT0);
+  r.request_id = std::string("req\0x", 5);
+  r.actor_id = "dr-a";
+  r.actor_role = "prescriber";
+  r.source = "203.0.113.7:51234";
+  r.action = "GET /v1/patients/{patient_id}";
+  r.patient_id = std::string(200, 'p');
+  r.outcome = "refused";
+  r.status = 404;
+  // Cut inside a multi-byte character: the cut must fall on a boundary.
+  r.detail = std::string(kMaxTextBytes - 2, 'd') + "\xc3\xa9\xc3\xa9\xff";
+  AuditRecord fitted = r;
+  FitAuditRecord(fitted);
+  EXPECT_EQ(fitted.request_id, "req\\x00x");
+  EXPECT_LE(fitted.patient_id.size(), kMaxIdBytes);
+  EXPECT_TRUE(fitted.patient_id.starts_with("ppp"));
+  EXPECT_TRUE(fitted.patient_id.ends_with("..."));
+  EXPECT_TRUE(fitted.detail.starts_with("the patient id named was 200 bytes")) << fitted.detail;
+  EXPECT_LE(fitted.detail.size(), kMaxTextBytes);
+  EXPECT_TRUE(fitted.detail.ends_with("...")) << fitted.detail.substr(fitted.detail.size() - 8);
+  ASSERT_TRUE(Ok(store().AppendAudit({fitted})));
+  auto stored = store().ListAudit({});
+  ASSERT_TRUE(Ok(stored));
+  ASSERT_EQ(stored->size(), 1u);
+  EXPECT_EQ(stored->at(0).patient_id, fitted.patient_id);
+  EXPECT_EQ(stored->at(0).detail, fitted.detail);
+  // A record that fits already is left as it is.
+  AuditRecord plain = r;
+  plain.request_id = "req-1";
+  plain.patient_id = "P-\xc3\xa9";
+  plain.detail = "fine";
+  AuditRecord same = plain;
+  FitAuditRecord(same);
+  EXPECT_EQ(same.patient_id, plain.patient_id);
+  EXPECT_EQ(same.detail, plain.detail);
+  EXPECT_EQ(same.request_id, plain.request_id);
+}
+
 }  // namespace
 }  // namespace isoguard::service
