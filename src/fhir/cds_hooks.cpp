@@ -8,6 +8,7 @@
 #include "fhir/fhir_resources.h"
 #include "rules/dose_planner.h"
 #include "rules/evaluate.h"
+#include "server/url.h"
 
 namespace isoguard::fhir {
 namespace {
@@ -230,23 +231,11 @@ CdsHooks::Prefetched CdsHooks::Prefetch(const json::object& request,
     std::string path;
     const std::string raw = TemplateFor(key);
     const size_t token_at = raw.find(kPatientIdToken);
-    auto append_encoded = [&path](std::string_view text, bool is_value) {
-      static constexpr char kHex[] = "0123456789ABCDEF";
-      for (unsigned char c : text) {
-        const bool keep = std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' ||
-                          (!is_value && (c == '/' || c == '?' || c == '=' || c == '&' || c == ':'));
-        if (keep) {
-          path += static_cast<char>(c);
-        } else {
-          path += '%';
-          path += kHex[c >> 4];
-          path += kHex[c & 15];
-        }
-      }
-    };
-    append_encoded(std::string_view(raw).substr(0, token_at), false);
-    append_encoded(patient_id, true);
-    append_encoded(std::string_view(raw).substr(token_at + kPatientIdToken.size()), false);
+    constexpr std::string_view kTemplateStructure = "/?=&:";
+    path += server::PercentEncode(std::string_view(raw).substr(0, token_at), kTemplateStructure);
+    path += server::PercentEncode(patient_id);
+    path += server::PercentEncode(std::string_view(raw).substr(token_at + kPatientIdToken.size()),
+                                  kTemplateStructure);
     std::string token;
     if (const json::value* auth = request.if_contains("fhirAuthorization");
         auth != nullptr && auth->is_object()) {

@@ -13,6 +13,7 @@
 #include "server/json_body.h"
 #include "server/log.h"
 #include "server/problem.h"
+#include "server/url.h"
 #include "service/credentials.h"
 
 namespace isoguard::fhir {
@@ -137,21 +138,6 @@ bool DateMatches(const DateParam& p, Instant t) {
   if (p.prefix == "gt") return t >= p.end;
   if (p.prefix == "le") return t < p.end;
   return t < p.begin;  // lt
-}
-
-std::string UrlEncode(std::string_view s) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  return out;
 }
 
 class FhirApi {
@@ -561,7 +547,7 @@ HttpResponse FhirApi::Search(Call& c) {
     std::string url = base + "/" + type + "?";
     for (const auto& [name, value] : c.request.query) {
       if (name == "_offset" || name == "_count") continue;
-      url += UrlEncode(name) + "=" + UrlEncode(value) + "&";
+      url += server::PercentEncode(name) + "=" + server::PercentEncode(value) + "&";
     }
     return url + "_count=" + std::to_string(count) + "&_offset=" + std::to_string(at);
   };
@@ -955,7 +941,7 @@ HttpResponse FhirApi::CdsService(Call& c) {
   }
   std::string page = options_.patient_page;
   if (size_t at = page.find("{patient_id}"); at != std::string::npos) {
-    page.replace(at, 12, UrlEncode(*patient));
+    page.replace(at, 12, server::PercentEncode(*patient));
   }
   if (page.starts_with("/")) {
     std::string base = BaseUrl(c.request);

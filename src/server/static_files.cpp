@@ -47,7 +47,8 @@ bool PlainName(std::string_view name) {
 // FNV-1a, 64 bits: an ETag only has to change when the bytes do.
 std::string Etag(std::string_view bytes) {
   uint64_t h = 14695981039346656037ull;
-  for (unsigned char ch : bytes) {
+  for (char byte : bytes) {
+    const auto ch = static_cast<unsigned char>(byte);
     h ^= ch;
     h *= 1099511628211ull;
   }

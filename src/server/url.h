@@ -14,6 +14,10 @@ namespace isoguard::server {
 // nothing when an escape is malformed ("%4", "%zz") or the result is not valid UTF-8.
 std::optional<std::string> PercentDecode(std::string_view text, bool plus_as_space = false);
 
+// Percent-encodes every byte but the unreserved characters (A-Z a-z 0-9 - . _ ~) and those of
+// `also_keep` ("/?=&:" for a template whose structure must stay): "a|b c" -> "a%7Cb%20c".
+std::string PercentEncode(std::string_view text, std::string_view also_keep = {});
+
 // True when `text` is well-formed UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF).
 bool IsValidUtf8(std::string_view text);
 

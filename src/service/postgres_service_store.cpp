@@ -393,7 +393,8 @@ class PgConnection final : public detail::SqlTx {
           if (p.blob) {
             static constexpr char kHex[] = "0123456789abcdef";
             texts[i] = "\\x";
-            for (unsigned char ch : p.s) {
+            for (char byte : p.s) {
+              const auto ch = static_cast<unsigned char>(byte);
               texts[i] += kHex[ch >> 4];
               texts[i] += kHex[ch & 15];
             }
