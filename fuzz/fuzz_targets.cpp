@@ -124,6 +124,11 @@ class HttpStack {
     std::filesystem::remove_all(dir_, ec);
   }
 
+  // Returns once the audit writer has written every record of the requests so far: a writer
+  // stuck on a record (retrying for ever) hangs here, which libFuzzer reports as a timeout
+  // on the input that caused it.
+  void FlushAudit() const { audit_->Flush(); }
+
   // The answer's status line code, or 0 when the connection closed without one.
   struct Answer {
     int status = 0;
@@ -327,6 +332,7 @@ int FuzzHttp(std::string_view input) {
   ReplaceAll(bytes, "$PATIENT", stack.patient());
   const HttpStack::Answer answer = stack.Exchange(bytes);
   if (answer.status == 500) Finding("an internal error (500):\n" + answer.text);
+  stack.FlushAudit();
   return 0;
 }
 
