@@ -564,6 +564,24 @@ TEST_P(ApiTest, PrescriberWorklistFiltersBeforePaging) {
             200);
 }
 
+TEST_P(ApiTest, AnErasedPatientLeavesTheWorklistThoughItsLineWasKept) {
+  EnrollReady("p-er1");
+  EnrollReady("p-er2");
+  const std::string url = "/v1/worklists/prescriber?as_of=2026-11-08";
+  auto before = Get(url, "dr-a");
+  ASSERT_EQ(before.status, 200);
+  ASSERT_EQ(before.obj().at("total"), 2);  // both lines computed and kept
+  // Erasure leaves the stream's version as it was: the kept line must not outlive it.
+  ASSERT_TRUE(
+      w().events().ErasePatient("p-er1", store::Actor{"dpo-1", "privacy_officer", "test"}).ok());
+  auto after = Get(url, "dr-a");
+  ASSERT_EQ(after.status, 200) << after.raw.body;
+  EXPECT_EQ(after.obj().at("total"), 1);
+  const auto& items = after.obj().at("items").as_array();
+  ASSERT_EQ(items.size(), 1u);
+  EXPECT_EQ(items[0].at("patient_id"), "p-er2");
+}
+
 TEST_P(ApiTest, RemindersBeforeAWindowClosesOnceEach) {
   EnrollReady("p-r");
   const std::string patient_token = w().User("pat-r", "clinic-a", service::Role::kPatient, "p-r");
