@@ -1,6 +1,6 @@
 // The FhirFetcher of `isoguard serve` (fhir_api.h): one GET per call over http:// or https://.
 // HTTP/1.0 with `Connection: close`, so the answer is never chunked and ends when the server
-// closes; every step (resolving aside: getaddrinfo cannot be bounded) shares one deadline.
+// closes; every step (resolving the name included) shares one deadline.
 //
 // https is plain OpenSSL over the same non-blocking socket and poll loop as http (no Asio or
 // Beast here: this file stays small and quick to compile). The peer's certificate is verified
@@ -21,11 +21,13 @@
 #include <cctype>
 #include <cerrno>
 #include <charconv>
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <thread>
 #include <utility>
 
 #include "fhir/fhir_api.h"
@@ -95,16 +97,55 @@ bool IsIpLiteral(const std::string& host) {
          ::inet_pton(AF_INET6, host.c_str(), buf) == 1;
 }
 
-// Connects to the first address of `host` that accepts before the deadline.
-Result<int> Connect(const std::string& host, const std::string& port, Clock::time_point deadline) {
+using AddressList = std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)>;
+
+// getaddrinfo within the deadline. It cannot be interrupted, so a name is resolved on a thread
+// of its own that the caller stops waiting for at the deadline (the thread then ends on its
+// own, with the resolver's timeout, and frees what it found). An address literal needs no
+// lookup and is answered at once.
+Result<AddressList> Resolve(const std::string& host, const std::string& port,
+                            Clock::time_point deadline) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
-  addrinfo* found = nullptr;
-  if (::getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0 || found == nullptr) {
-    return Unavailable("cannot resolve " + host);
+  auto lookup = [hints](const std::string& h, const std::string& p) {
+    addrinfo* found = nullptr;
+    if (::getaddrinfo(h.c_str(), p.c_str(), &hints, &found) != 0) found = nullptr;
+    return AddressList(found, ::freeaddrinfo);
+  };
+  if (IsIpLiteral(host)) {
+    AddressList list = lookup(host, port);
+    if (list == nullptr) return Unavailable("cannot resolve " + host);
+    return list;
   }
-  std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> list(found, ::freeaddrinfo);
+  struct Shared {
+    std::mutex mu;
+    std::condition_variable done_cv;
+    bool done = false;
+    AddressList list{nullptr, ::freeaddrinfo};
+  };
+  auto shared = std::make_shared<Shared>();
+  std::thread([shared, host, port, lookup] {
+    AddressList list = lookup(host, port);
+    std::lock_guard lock(shared->mu);
+    shared->list = std::move(list);
+    shared->done = true;
+    shared->done_cv.notify_all();
+  }).detach();
+  std::unique_lock lock(shared->mu);
+  if (!shared->done_cv.wait_until(lock, deadline, [&] { return shared->done; })) {
+    return Unavailable("timed out resolving " + host);
+  }
+  if (shared->list == nullptr) return Unavailable("cannot resolve " + host);
+  return std::move(shared->list);
+}
+
+// Connects to the first address of `host` that accepts before the deadline.
+Result<int> Connect(const std::string& host, const std::string& port, Clock::time_point deadline) {
+  auto resolved = Resolve(host, port, deadline);
+  if (!resolved.ok()) return resolved.error();
+  AddressList list = std::move(*resolved);
+  const addrinfo* found = list.get();
   bool timed_out = false;
   for (const addrinfo* a = found; a != nullptr && !timed_out; a = a->ai_next) {
     Socket s(::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol));

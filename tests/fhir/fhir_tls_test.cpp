@@ -246,6 +246,20 @@ TEST(FhirTlsFetch, AServerThatNeverAnswersHitsTheDeadline) {
   EXPECT_LT(took, milliseconds(1500));
 }
 
+TEST(FhirTlsFetch, ANameThatDoesNotResolveFailsWithinTheDeadline) {
+  // .invalid never resolves (RFC 6761): the resolver answers at once, or, without a reachable
+  // DNS server, only after its own timeouts; either way the fetch ends by its deadline.
+  auto fetch = FetcherTrusting(TheCerts().localhost.cert);
+  const auto start = std::chrono::steady_clock::now();
+  auto r = fetch("https://ehr.isoguard-test.invalid/fhir/Patient/1", "t", milliseconds(300));
+  const auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind, ErrorKind::kUnavailable);
+  EXPECT_EQ(r.error().field, "fhirServer");
+  EXPECT_TRUE(r.error().message.find("resolv") != std::string::npos) << r.error().message;
+  EXPECT_LT(took, milliseconds(1500));
+}
+
 TEST(FhirTlsFetch, AnAnswerCutShortIsRefused) {
   const Certs& certs = TheCerts();
   auto fetch = FetcherTrusting(certs.localhost.cert);
