@@ -256,23 +256,10 @@ class FhirApi {
 
  public:
   void Audit(const Call& call, const std::string& action, int status, std::string detail) {
-    service::AuditRecord r;
-    r.at = env_.service.Now();
-    r.request_id = call.request.request_id;
-    if (call.who) {
-      r.actor_id = call.who->account.id;
-      r.actor_role = std::string(service::ToString(call.who->account.role));
-      r.org_id = call.who->account.org_id;
-    }
-    r.source = call.request.remote;
-    r.action = action;
-    r.patient_id = call.audit_patient;  // fitted by the audit log when no patient can have it
-    r.outcome = status < 400 ? "ok" : (status == 401 || status == 403) ? "refused" : "error";
-    r.status = status;
     if (!call.cds_client.empty()) detail = "CDS client " + call.cds_client + ": " + detail;
-    if (detail.size() > service::kMaxTextBytes) detail.resize(service::kMaxTextBytes);
-    r.detail = std::move(detail);
-    env_.audit.Record(std::move(r));
+    env_.audit.Record(server::RequestAuditRecord(env_.service.Now(), call.request,
+                                                 call.who ? &call.who->account : nullptr, action,
+                                                 call.audit_patient, status, std::move(detail)));
   }
 
   // An OperationOutcome answer for an error, with the status of problem.h's mapping. An

@@ -117,4 +117,24 @@ void AuditLog::Run() {
   }
 }
 
+service::AuditRecord RequestAuditRecord(Instant at, const HttpRequest& request,
+                                        const service::Account* who, std::string action,
+                                        std::string patient_id, int status, std::string detail) {
+  service::AuditRecord r;
+  r.at = at;
+  r.request_id = request.request_id;
+  if (who != nullptr) {
+    r.actor_id = who->id;
+    r.actor_role = std::string(service::ToString(who->role));
+    r.org_id = who->org_id;
+  }
+  r.source = request.remote;
+  r.action = std::move(action);
+  r.patient_id = std::move(patient_id);
+  r.outcome = status < 400 ? "ok" : (status == 401 || status == 403) ? "refused" : "error";
+  r.status = status;
+  r.detail = std::move(detail);
+  return r;
+}
+
 }  // namespace isoguard::server

@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "server/http.h"
 #include "service/service_store.h"
 
 namespace isoguard::server {
@@ -59,5 +60,13 @@ class AuditLog {
   bool stopping_ = false;
   std::thread thread_;
 };
+
+// The access-audit record of one request, as the native API and the FHIR facade write it: who
+// (null when the caller could not be authenticated), from where, the route, the patient it
+// touched, and how it ended (the outcome follows the status: refused for 401 and 403). What
+// does not fit the store is fitted by AuditLog.
+service::AuditRecord RequestAuditRecord(Instant at, const HttpRequest& request,
+                                        const service::Account* who, std::string action,
+                                        std::string patient_id, int status, std::string detail);
 
 }  // namespace isoguard::server
