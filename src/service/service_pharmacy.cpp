@@ -1,5 +1,6 @@
 // The pharmacy's side of the service: reversals, dispenses, what a pharmacy may see of a
 // patient, its open authorizations, and its stock and storage.
+#include <algorithm>
 #include <boost/json.hpp>
 #include <cmath>
 
@@ -290,7 +291,13 @@ Result<std::string> Service::PharmacyView(const Principal& who, const std::strin
                                          {"days_supply", rx->days_supply}};
     }
   }
-  const detail::AuthorizationScan scan = detail::ScanAuthorizations(state->record_json);
+  // The parsed record says whether any authorization is open; only then is the record's JSON
+  // read again for the pharmacy holding it (a field the record format does not keep).
+  detail::AuthorizationScan scan = detail::ScanAuthorizations(*record);
+  const bool any_open =
+      std::any_of(scan.authorizations.begin(), scan.authorizations.end(),
+                  [&scan](const detail::StreamAuthorization& s) { return !scan.IsClosed(s); });
+  if (any_open) scan = detail::ScanAuthorizations(state->record_json);
   json::array open;
   for (const detail::StreamAuthorization& s : scan.authorizations) {
     if (scan.IsClosed(s)) continue;

@@ -258,6 +258,38 @@ TEST_P(ApiTest, ReversalThenANewAuthorization) {
   EXPECT_EQ(Count(types, "authorization_reversal"), 1u);
 }
 
+TEST_P(ApiTest, PharmacyViewListsTheOpenAuthorizationsWithTheirPharmacy) {
+  EnrollReady("p-4v");
+  auto open_of = [&](const std::string& who) {
+    auto view = Get("/v1/patients/p-4v/pharmacy-view", who);
+    EXPECT_EQ(view.status, 200) << view.raw.body;
+    return view.obj().at("open_authorizations").as_array();
+  };
+  EXPECT_TRUE(open_of("ph-a").empty());
+  auto first =
+      Post("/v1/authorizations", "ph-a", R"({"patient_id":"p-4v","prescription_id":"rx-1"})");
+  ASSERT_EQ(first.status, 201) << first.raw.body;
+  auto open = open_of("ph-b");
+  ASSERT_EQ(open.size(), 1u);
+  EXPECT_EQ(open[0].at("authorization_id").as_string(), first.str("authorization_id"));
+  EXPECT_EQ(open[0].at("prescription_id").as_string(), "rx-1");
+  EXPECT_EQ(open[0].at("pharmacy_id").as_string(), "pharmacy-a");
+  EXPECT_EQ(open[0].at("dispense_by").as_string(), first.str("dispense_by"));
+
+  ASSERT_EQ(Post("/v1/authorizations/" + first.str("authorization_id") + "/reversal", "ph-a",
+                 R"({"reason":"patient went elsewhere"})")
+                .status,
+            200);
+  EXPECT_TRUE(open_of("ph-b").empty());
+  auto second =
+      Post("/v1/authorizations", "ph-b", R"({"patient_id":"p-4v","prescription_id":"rx-1"})");
+  ASSERT_EQ(second.status, 201) << second.raw.body;
+  open = open_of("ph-a");
+  ASSERT_EQ(open.size(), 1u);
+  EXPECT_EQ(open[0].at("authorization_id").as_string(), second.str("authorization_id"));
+  EXPECT_EQ(open[0].at("pharmacy_id").as_string(), "pharmacy-b");
+}
+
 TEST_P(ApiTest, UnusedAuthorizationIsReversedAtItsDispenseBy) {
   EnrollReady("p-5");
   auto auth =
