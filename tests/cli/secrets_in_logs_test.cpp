@@ -48,13 +48,10 @@ struct Answer {
 Answer Call(uint16_t port, const std::string& method, const std::string& target,
             const std::string& token, const std::string& body = {}) {
   server::testing::TestConnection c(port);
-  std::string text = method + " " + target + " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n";
-  if (!token.empty()) text += "Authorization: Bearer " + token + "\r\n";
-  if (!body.empty()) {
-    text +=
-        "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
-  }
-  c.Send(text + "\r\n" + body);
+  std::string extra = "Connection: close\r\n";
+  if (!token.empty()) extra += "Authorization: Bearer " + token + "\r\n";
+  if (!body.empty()) extra += "Content-Type: application/json\r\n";
+  c.Send(server::testing::RequestText(method, target, extra, body));
   auto r = c.ReadResponse();
   if (!r) return {};
   return {r->status, r->body};

@@ -35,28 +35,7 @@ class CdsServer {
 
   // A POST with `Authorization: Bearer <bearer>` (none when empty), on a fresh connection.
   Reply Post(const std::string& target, const std::string& bearer, const std::string& body) {
-    TestConnection c(http_->port());
-    Reply reply;
-    if (!c.connected()) {
-      ADD_FAILURE() << "cannot connect";
-      return reply;
-    }
-    std::string text = "POST " + target + " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n";
-    if (!bearer.empty()) text += "Authorization: Bearer " + bearer + "\r\n";
-    text += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
-            "\r\n\r\n" + body;
-    c.Send(text);
-    auto r = c.ReadResponse();
-    if (!r) {
-      ADD_FAILURE() << "no response to POST " << target;
-      return reply;
-    }
-    reply.status = r->status;
-    reply.raw = std::move(*r);
-    boost::system::error_code ec;
-    reply.body = json::parse(reply.raw.body, ec);
-    if (ec) reply.body = nullptr;
-    return reply;
+    return CallServer(http_->port(), "POST", target, bearer, body);
   }
 
  private:

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <boost/json.hpp>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -82,6 +83,38 @@ struct Reply {
     return v != nullptr && v->is_string() ? std::string(v->get_string()) : std::string();
   }
 };
+
+// One request to the server on `port`, on a fresh connection: `Authorization: Bearer <token>`
+// when the token is not empty, the body's type and length when there is a body (or a POST).
+inline Reply CallServer(uint16_t port, const std::string& method, const std::string& target,
+                        const std::string& token = {}, const std::string& body = {},
+                        std::vector<std::pair<std::string, std::string>> headers = {},
+                        const std::string& content_type = "application/json") {
+  TestConnection c(port);
+  Reply reply;
+  if (!c.connected()) {
+    ADD_FAILURE() << "cannot connect";
+    return reply;
+  }
+  std::string extra = "Connection: close\r\n";
+  if (!token.empty()) extra += "Authorization: Bearer " + token + "\r\n";
+  for (const auto& [k, v] : headers) extra += k + ": " + v + "\r\n";
+  if ((!body.empty() || method == "POST") && !content_type.empty()) {
+    extra += "Content-Type: " + content_type + "\r\n";
+  }
+  c.Send(RequestText(method, target, extra, body));
+  auto r = c.ReadResponse();
+  if (!r) {
+    ADD_FAILURE() << "no response to " << method << " " << target;
+    return reply;
+  }
+  reply.status = r->status;
+  reply.raw = std::move(*r);
+  boost::system::error_code ec;
+  reply.body = json::parse(reply.raw.body, ec);
+  if (ec) reply.body = nullptr;
+  return reply;
+}
 
 class ApiWorld {
  public:
@@ -158,32 +191,7 @@ class ApiWorld {
              const std::string& body = {},
              std::vector<std::pair<std::string, std::string>> headers = {},
              const std::string& content_type = "application/json") {
-    TestConnection c(port());
-    Reply reply;
-    if (!c.connected()) {
-      ADD_FAILURE() << "cannot connect";
-      return reply;
-    }
-    std::string text = method + " " + target + " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n";
-    if (!token.empty()) text += "Authorization: Bearer " + token + "\r\n";
-    for (const auto& [k, v] : headers) text += k + ": " + v + "\r\n";
-    if (!body.empty() || method == "POST") {
-      if (!content_type.empty()) text += "Content-Type: " + content_type + "\r\n";
-      text += "Content-Length: " + std::to_string(body.size()) + "\r\n";
-    }
-    text += "\r\n" + body;
-    c.Send(text);
-    auto r = c.ReadResponse();
-    if (!r) {
-      ADD_FAILURE() << "no response to " << method << " " << target;
-      return reply;
-    }
-    reply.status = r->status;
-    reply.raw = std::move(*r);
-    boost::system::error_code ec;
-    reply.body = json::parse(reply.raw.body, ec);
-    if (ec) reply.body = nullptr;
-    return reply;
+    return CallServer(port(), method, target, token, body, std::move(headers), content_type);
   }
 
   // The small world: two clinics, two pharmacies, the program; an account of every role.
