@@ -303,6 +303,9 @@ int RunCli(const std::vector<std::string>& args, std::istream& in, std::ostream&
                         "PEM CA bundle trusted for https FHIR servers (default: the system's)");
   serve_cmd->add_option("--cds-clients", serve.cds_clients,
                         "TOML file of the CDS clients trusted by their JWT (docs/fhir.md)");
+  serve_cmd->add_option("--trusted-proxy", serve.trusted_proxies,
+                        "Reverse proxies (addresses or networks, comma-separated) whose "
+                        "X-Forwarded-For names the client (default: none)");
   serve_cmd->add_option("--workers", serve.workers, "Handler threads (default two per core)");
   serve_cmd->add_option("--max-queue", serve.max_queue,
                         "Requests waiting for a handler before 503 (default 512)");
@@ -340,9 +343,10 @@ int RunCli(const std::vector<std::string>& args, std::istream& in, std::ostream&
       "link-patients", "Put every patient not yet in a clinic's care in this clinic's");
   link_patients->add_option("--org", admin.org, "Clinic id")->required();
   link_patients->add_option("--prescriber", admin.prescriber, "The patients' prescriber");
-  link_patients->add_option("--limit", admin.limit,
-                            "Link at most this many (the first not yet linked, in the order they "
-                            "joined the store)")
+  link_patients
+      ->add_option("--limit", admin.limit,
+                   "Link at most this many (the first not yet linked, in the order they "
+                   "joined the store)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
   admin_cmd->add_subcommand("project",
                             "Bring the service's read models (authorizations, notifications, "

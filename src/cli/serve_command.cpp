@@ -14,6 +14,7 @@
 #include "fhir/fhir_api.h"
 #include "server/api.h"
 #include "server/audit_log.h"
+#include "server/client_address.h"
 #include "server/http_server.h"
 #include "server/log.h"
 #include "server/metrics.h"
@@ -74,6 +75,12 @@ int RunServe(const Rulebook& rulebook, const ParseOptions& parse, const ServeOpt
              std::ostream& out, std::ostream& err) {
   server::Logger logger(2, options.quiet ? server::LogLevel::kWarn : server::LogLevel::kInfo);
   server::Metrics metrics;
+  auto proxies = server::ParseTrustedProxies(options.trusted_proxies);
+  if (!proxies.ok()) {
+    Error e = proxies.error();
+    e.message = "--trusted-proxy: " + e.message;
+    return Fail(err, e);
+  }
   auto stores = OpenStores(options.db, parse);
   if (!stores.ok()) return Fail(err, stores.error());
   auto timed = std::make_unique<server::TimedEventStore>(std::move(stores->events), metrics);
@@ -152,6 +159,7 @@ int RunServe(const Rulebook& rulebook, const ParseOptions& parse, const ServeOpt
       options.workers > 0 ? options.workers : std::max(2u, 2 * std::thread::hardware_concurrency());
   so.max_queued_requests = options.max_queue;
   so.max_body_bytes = server::kMaxApiBodyBytes;
+  so.trusted_proxies = std::move(*proxies);
   auto http = server::HttpServer::Start(so, router, metrics, logger);
   if (!http.ok()) return Fail(err, http.error());
   (*http)->StopOnSignals();

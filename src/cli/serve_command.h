@@ -25,6 +25,9 @@ struct ServeOptions {
   // store, and the file of trusted CDS clients (JWT issuers and their keys); empty: none.
   std::string fhir_ca_file;
   std::string cds_clients;
+  // Addresses and networks of reverse proxies whose X-Forwarded-For names the client
+  // (comma-separated, src/server/client_address.h); empty: none, the header is ignored.
+  std::string trusted_proxies;
   unsigned workers = 0;  // 0: two per core
   size_t max_queue = 512;
   std::string data_dir;  // for api/openapi.json

@@ -215,7 +215,7 @@ class FhirApi {
         Audit(call, action, response.status, who.error().message);
         return response;
       }
-      who->source = request.remote;
+      who->source = request.source();
       who->request_id = request.request_id;
       call.who = std::move(*who);
     }

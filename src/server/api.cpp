@@ -359,7 +359,7 @@ class Api {
         Audit(call, action, response.status, who.error().message);
         return response;
       }
-      who->source = request.remote;
+      who->source = request.source();
       who->request_id = request.request_id;
       call.who = std::move(*who);
     }
@@ -675,11 +675,9 @@ HttpResponse Api::SignIn(Call& c) {
   const std::string account = body->String("account_id", true, service::kMaxIdBytes);
   const std::string password = body->String("password", true, service::kMaxTextBytes);
   if (auto st = body->Finish(); !st.ok()) return Fail(c, st.error());
-  // Rate limits are per address, not per connection: the peer's host without its port.
-  const std::string& remote = c.request.remote;
-  const size_t colon = remote.rfind(':');
-  const std::string source = colon == std::string::npos ? remote : remote.substr(0, colon);
-  auto issued = env_.service.SignIn(account, password, source);
+  // Rate limits are per address, not per connection: the client's address without its port
+  // (behind a trusted proxy, the client it names).
+  auto issued = env_.service.SignIn(account, password, c.request.client_address());
   // Every attempt is in the access audit (never the password): who tried, from where, and
   // whether it worked.
   HttpResponse response;

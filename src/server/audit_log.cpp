@@ -128,7 +128,7 @@ service::AuditRecord RequestAuditRecord(Instant at, const HttpRequest& request,
     r.actor_role = std::string(service::ToString(who->role));
     r.org_id = who->org_id;
   }
-  r.source = request.remote;
+  r.source = request.source();
   r.action = std::move(action);
   r.patient_id = std::move(patient_id);
   r.outcome = status < 400 ? "ok" : (status == 401 || status == 403) ? "refused" : "error";

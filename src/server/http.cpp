@@ -1,5 +1,7 @@
 #include "server/http.h"
 
+#include "server/client_address.h"
+
 namespace isoguard::server {
 namespace {
 
@@ -18,6 +20,15 @@ const std::string* HttpRequest::header(std::string_view lower_name) const {
 
 const std::string* HttpRequest::query_param(std::string_view name) const {
   return Find(query, name);
+}
+
+std::string HttpRequest::client_address() const {
+  return client.empty() ? std::string(PeerHost(remote)) : client;
+}
+
+std::string HttpRequest::source() const {
+  if (client.empty() || client == PeerHost(remote)) return remote;
+  return client + " via " + remote;
 }
 
 const std::string* FindParam(const PathParams& params, std::string_view name) {

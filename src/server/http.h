@@ -17,19 +17,27 @@ namespace isoguard::server {
 using NameValues = std::vector<std::pair<std::string, std::string>>;
 
 struct HttpRequest {
-  std::string method;      // "GET", "POST", ... as sent (methods are case-sensitive)
-  std::string target;      // raw request target: "/v1/patients/P%2D1?x=1"
-  std::string path;        // percent-decoded path without the query: "/v1/patients/P-1"
-  NameValues query;        // decoded query parameters in order ('+' read as a space)
-  NameValues headers;      // names lower-cased, values as sent, in order
-  std::string body;        // the whole body (the server enforces the size limit)
-  std::string remote;      // peer address "ip:port"
+  std::string method;  // "GET", "POST", ... as sent (methods are case-sensitive)
+  std::string target;  // raw request target: "/v1/patients/P%2D1?x=1"
+  std::string path;    // percent-decoded path without the query: "/v1/patients/P-1"
+  NameValues query;    // decoded query parameters in order ('+' read as a space)
+  NameValues headers;  // names lower-cased, values as sent, in order
+  std::string body;    // the whole body (the server enforces the size limit)
+  std::string remote;  // peer address "ip:port"
+  // The client's address, without port: the peer's host, or, when the peer is a trusted
+  // proxy, the client its X-Forwarded-For names (client_address.h). Empty: the peer's.
+  std::string client;
   std::string request_id;  // the client's valid X-Request-Id, or a generated one
 
   // The first header with this (lower-case) name, or null.
   const std::string* header(std::string_view lower_name) const;
   // The first query parameter with this name, or null.
   const std::string* query_param(std::string_view name) const;
+  // The address a request is attributed to, for limits: `client`, or the peer's host.
+  std::string client_address() const;
+  // Where a request came from, for the audit and the actor of what it records: the peer
+  // ("ip:port"), or "client via ip:port" when a trusted proxy forwarded it.
+  std::string source() const;
 };
 
 struct HttpResponse {

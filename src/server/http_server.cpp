@@ -324,6 +324,13 @@ class Session : public SessionBase {
       request_.headers.emplace_back(ToLower(field.name_string()), std::string(field.value()));
     }
     request_.request_id = RequestIdFor(request_.header("x-request-id"));
+    if (!server_.options.trusted_proxies.empty()) {
+      std::string forwarded;
+      for (const auto& [name, value] : request_.headers) {
+        if (name == "x-forwarded-for") forwarded += (forwarded.empty() ? "" : ",") + value;
+      }
+      request_.client = ClientAddress(remote_, forwarded, server_.options.trusted_proxies);
+    }
     auto [raw_path, raw_query] = SplitTarget(request_.target);
     if (auto decoded = PercentDecode(raw_path)) {
       request_.path = std::move(*decoded);
@@ -490,6 +497,7 @@ class Session : public SessionBase {
                                     {"status", response.status},
                                     {"duration_ms", seconds * 1000.0},
                                     {"remote", remote_},
+                                    {"client", request_.client_address()},
                                     {"bytes", body_bytes}});
 
     Lowest().expires_after(server_.options.idle_timeout);

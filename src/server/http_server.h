@@ -20,8 +20,10 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/result.h"
+#include "server/client_address.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/router.h"
@@ -41,6 +43,8 @@ struct ServerOptions {
   unsigned worker_threads = 4;
   size_t max_queued_requests = 512;  // requests waiting for a worker, beyond those running
   int retry_after_seconds = 1;       // the Retry-After of overload answers
+  // Peers whose X-Forwarded-For names the client (client_address.h); none by default.
+  std::vector<IpNetwork> trusted_proxies{};
 };
 
 class HttpServer {

@@ -37,6 +37,21 @@ std::string TokenOf(const std::string& json_line) {
   return std::string(v.at("token").as_string());
 }
 
+TEST(ServeCommand, ABadTrustedProxyListIsRefusedBeforeServing) {
+  store::testing::TempDir dir;
+  const std::string bin = ISOGUARD_BINARY;
+  const std::string db = "sqlite:" + dir.File("p.db");
+  for (const char* list : {"10.0.0.0/33", "proxy.example", "10.0.0.1,"}) {
+    const std::string out =
+        Shell(bin + " serve --db " + db + " --listen 127.0.0.1:0 --trusted-proxy '" +
+              std::string(list) + "' 2>&1; echo \"exit $?\"");
+    EXPECT_NE(out.find("--trusted-proxy:"), std::string::npos) << out;
+    EXPECT_NE(out.find("trusted_proxies"), std::string::npos) << out;
+    EXPECT_NE(out.find("exit 2"), std::string::npos) << out;
+    EXPECT_EQ(out.find("serving on"), std::string::npos) << out;
+  }
+}
+
 TEST(ServeCommand, AdminThenServeThenSigtermStopsCleanly) {
   store::testing::TempDir dir;
   const std::string db = "sqlite:" + dir.File("s.db");

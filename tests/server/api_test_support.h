@@ -152,6 +152,7 @@ class ApiWorld {
     options_http.worker_threads = 8;
     options_http.max_queued_requests = 256;
     options_http.max_body_bytes = kMaxApiBodyBytes;
+    options_http.trusted_proxies = trusted_proxies_;
     auto http = HttpServer::Start(options_http, *router_, metrics_, logger_);
     if (!http.ok()) throw std::runtime_error(http.error().ToString());
     http_ = std::move(*http);
@@ -172,6 +173,13 @@ class ApiWorld {
     service_.reset();
     service_store_.reset();
     events_.reset();
+  }
+
+  // The same world served again, believing X-Forwarded-For from these peers.
+  void ReopenTrustingProxies(std::vector<IpNetwork> proxies) {
+    Close();
+    trusted_proxies_ = std::move(proxies);
+    Open();
   }
 
   Instant Now() const { return Instant(std::chrono::milliseconds(now_ms_.load())); }
@@ -240,6 +248,7 @@ class ApiWorld {
   store::testing::TempDir dir_;
   std::string url_;
   std::atomic<int64_t> now_ms_{kTestNowMs};
+  std::vector<IpNetwork> trusted_proxies_;
   Logger logger_{-1};
   Metrics metrics_;
   std::unique_ptr<TimedEventStore> events_;

@@ -24,9 +24,13 @@ class SecurityTest : public ::testing::TestWithParam<ApiBackend> {
   }
   ApiWorld& w() { return *world_; }
 
-  Reply SignIn(const std::string& account, const std::string& password) {
+  Reply SignIn(const std::string& account, const std::string& password,
+               const std::string& forwarded_for = {}) {
+    std::vector<std::pair<std::string, std::string>> headers;
+    if (!forwarded_for.empty()) headers.emplace_back("X-Forwarded-For", forwarded_for);
     return w().Call("POST", "/v1/sessions", {},
-                    R"({"account_id":")" + account + R"(","password":")" + password + R"("})");
+                    R"({"account_id":")" + account + R"(","password":")" + password + R"("})",
+                    std::move(headers));
   }
 
   std::vector<service::AuditRecord> Audit() {
@@ -76,6 +80,55 @@ TEST_P(SecurityTest, SignInFailuresFromOneAddressAcrossAccountsAreLimited) {
   }
   w().User("late", "clinic-a", service::Role::kClinicStaff, {}, "late-password");
   EXPECT_EQ(SignIn("late", "late-password").status, 429);
+}
+
+TEST_P(SecurityTest, ForwardedForIsIgnoredUnlessThePeerIsATrustedProxy) {
+  const service::SignInLimits limits;
+  // A client cannot escape the per-address limit by naming another address each time.
+  for (int i = 0; i < limits.max_failures_per_source; ++i) {
+    EXPECT_EQ(
+        SignIn("someone-" + std::to_string(i), "guess", "198.51.100." + std::to_string(i)).status,
+        401)
+        << i;
+  }
+  w().User("late", "clinic-a", service::Role::kClinicStaff, {}, "late-password");
+  EXPECT_EQ(SignIn("late", "late-password", "203.0.113.99").status, 429);
+  for (const auto& r : Audit()) {
+    EXPECT_EQ(r.source.find("via"), std::string::npos) << r.source;
+  }
+}
+
+TEST_P(SecurityTest, BehindATrustedProxyTheLimitAndTheAuditAreTheClients) {
+  w().ReopenTrustingProxies(*ParseTrustedProxies("127.0.0.1"));
+  w().User("late", "clinic-a", service::Role::kClinicStaff, {}, "late-password");
+  const service::SignInLimits limits;
+  for (int i = 0; i < limits.max_failures_per_source; ++i) {
+    EXPECT_EQ(SignIn("someone-" + std::to_string(i), "guess", "203.0.113.7").status, 401) << i;
+  }
+  // The guessing client is limited; another client behind the same proxy is not.
+  EXPECT_EQ(SignIn("late", "late-password", "203.0.113.7").status, 429);
+  EXPECT_EQ(SignIn("late", "late-password", "203.0.113.8").status, 201);
+  // A client naming a forged address before the proxy's entry gains nothing.
+  EXPECT_EQ(SignIn("late", "late-password", "203.0.113.8, 203.0.113.7").status, 429);
+  // The audit says who and through what: "client via proxy:port".
+  int from_seven = 0;
+  int from_eight = 0;
+  for (const auto& r : Audit()) {
+    if (r.action != "POST /v1/sessions") continue;
+    if (r.source.starts_with("203.0.113.7 via 127.0.0.1:")) ++from_seven;
+    if (r.source.starts_with("203.0.113.8 via 127.0.0.1:")) ++from_eight;
+  }
+  EXPECT_EQ(from_seven, limits.max_failures_per_source + 2);
+  EXPECT_EQ(from_eight, 1);
+  // What a forwarded request records carries the same source.
+  const Reply me =
+      w().Call("GET", "/v1/me", w().tokens.at("dr-a"), {}, {{"X-Forwarded-For", "192.0.2.44"}});
+  EXPECT_EQ(me.status, 200);
+  bool seen = false;
+  for (const auto& r : Audit()) {
+    if (r.action == "GET /v1/me" && r.source.starts_with("192.0.2.44 via 127.0.0.1:")) seen = true;
+  }
+  EXPECT_TRUE(seen);
 }
 
 TEST_P(SecurityTest, EverySignInAttemptIsAuditedWithoutThePassword) {
