@@ -78,7 +78,7 @@ int RunServe(const Rulebook& rulebook, const ParseOptions& parse, const ServeOpt
   auto proxies = server::ParseTrustedProxies(options.trusted_proxies);
   if (!proxies.ok()) {
     Error e = proxies.error();
-    e.message = "--trusted-proxy: " + e.message;
+    e.field = "--trusted-proxy";
     return Fail(err, e);
   }
   auto stores = OpenStores(options.db, parse);
