@@ -107,15 +107,14 @@ std::string_view PeerHost(std::string_view remote) {
 std::string ClientAddress(std::string_view remote, std::string_view forwarded_for,
                           std::span<const IpNetwork> trusted_proxies) {
   std::string_view client = PeerHost(remote);
-  auto trusted = [&](std::string_view host) {
-    auto address = ParseIpAddress(host);
-    if (!address.ok()) return false;
+  auto trusted = [&](const IpNetwork& address) {
     for (const IpNetwork& n : trusted_proxies) {
-      if (n.Contains(*address)) return true;
+      if (n.Contains(address)) return true;
     }
     return false;
   };
-  if (trusted_proxies.empty() || forwarded_for.empty() || !trusted(client)) {
+  if (trusted_proxies.empty() || forwarded_for.empty()) return std::string(client);
+  if (auto peer = ParseIpAddress(client); !peer.ok() || !trusted(*peer)) {
     return std::string(client);
   }
   // From the right: each trusted hop vouches for the entry before it.
@@ -128,7 +127,7 @@ std::string ClientAddress(std::string_view remote, std::string_view forwarded_fo
     auto address = ParseIpAddress(entry);
     if (!address.ok()) break;  // nothing from here on can be believed
     client = entry;
-    if (!trusted(entry)) break;  // the first address that is not a proxy's: the client
+    if (!trusted(*address)) break;  // the first address that is not a proxy's: the client
   }
   if (client.size() >= 2 && client.front() == '[') client = client.substr(1, client.size() - 2);
   return std::string(client);
