@@ -2,13 +2,16 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 #include <boost/json.hpp>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -142,9 +145,22 @@ class HttpStack {
     addr.sin_family = AF_INET;
     addr.sin_port = htons(http_->port());
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    // libFuzzer's -timeout alarm (SIGALRM, installed without SA_RESTART) interrupts blocking
+    // calls: an EINTR is the harness's signal, not the server's doing. An interrupted connect
+    // goes on by itself; its outcome is read once the socket is writable.
     if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-      close(fd);
-      Finding("cannot connect to the server");
+      int error = errno;
+      if (error == EINTR) {
+        pollfd p{fd, POLLOUT, 0};
+        while (poll(&p, 1, 10000) < 0 && errno == EINTR) {
+        }
+        socklen_t len = sizeof error;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0) error = errno;
+      }
+      if (error != 0) {
+        close(fd);
+        Finding(std::string("cannot connect to the server: ") + std::strerror(error));
+      }
     }
     // Longer than the server's own read timeout: a request it could not finish is closed by
     // the server first; silence beyond this is a hang.
@@ -153,6 +169,7 @@ class HttpStack {
     size_t sent = 0;
     while (sent < bytes.size()) {
       const ssize_t n = send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
       if (n <= 0) break;  // the server may close early (a request over a limit): fine
       sent += static_cast<size_t>(n);
     }
@@ -163,6 +180,7 @@ class HttpStack {
       const ssize_t n = recv(fd, buf, sizeof buf, 0);
       if (n == 0) break;
       if (n < 0) {
+        if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
           close(fd);
           Finding("the server neither answered nor closed the connection within 10 s");
