@@ -148,6 +148,7 @@ void BM_StoreAppendToCohortStreams(benchmark::State& state) {
 BENCHMARK(BM_StoreAppendToCohortStreams)
     ->ArgNames({"writers", "events"})
     ->Args({16, 1})
+    ->Args({32, 1})
     ->Args({16, 4})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
