@@ -609,8 +609,8 @@ HttpResponse FhirApi::AppendCreated(Call& c, const std::string& patient_id,
     }
     if (found == nullptr)
       return Fail(c, Error::Internal("a created resource is not in the stream"));
-    const std::string location =
-        base + "/" + found->type + "/" + found->id + "/_history/" + std::to_string(found->version);
+    const std::string location = base + "/" + found->type + "/" + server::PercentEncode(found->id) +
+                                 "/_history/" + std::to_string(found->version);
     if (!bundle) {
       single = FhirJson(out->result.replayed ? 200 : 201, found->body);
       single.headers.emplace_back("Location", location);

@@ -9,6 +9,7 @@
 #include "rules/dose_planner.h"
 #include "server/json_body.h"
 #include "server/problem.h"
+#include "server/url.h"
 #include "server/webhook_sender.h"
 
 namespace isoguard::server {
@@ -793,7 +794,7 @@ HttpResponse Api::Enroll(Call& c) {
       Json(result->replayed ? 200 : 201, json::object{{"patient_id", id},
                                                       {"version", result->last_version},
                                                       {"replayed", result->replayed}});
-  resp.headers.emplace_back("Location", "/v1/patients/" + id);
+  resp.headers.emplace_back("Location", "/v1/patients/" + PercentEncode(id));
   resp.headers.emplace_back("ETag", ETag(result->last_version));
   return resp;
 }
@@ -915,8 +916,8 @@ HttpResponse Api::Prescribe(Call& c) {
     resp.body +=
         ",\"prescription_id\":" + Quoted(id) + ",\"evaluation\":" + view->evaluation_json + "}";
   }
-  resp.headers.emplace_back(
-      "Location", "/v1/patients/" + c.Param("patient_id") + "/prescriptions/" + id + "/evaluation");
+  resp.headers.emplace_back("Location", "/v1/patients/" + PercentEncode(c.Param("patient_id")) +
+                                            "/prescriptions/" + PercentEncode(id) + "/evaluation");
   return resp;
 }
 
@@ -1003,7 +1004,8 @@ HttpResponse Api::Authorize(Call& c) {
   authorizations_authorized_.Inc();
   c.audit_detail = "authorized " + answer->authorization_id;
   HttpResponse resp = Json(201, o);
-  resp.headers.emplace_back("Location", "/v1/authorizations/" + answer->authorization_id);
+  resp.headers.emplace_back("Location",
+                            "/v1/authorizations/" + PercentEncode(answer->authorization_id));
   return resp;
 }
 

@@ -76,6 +76,8 @@ AuthorizationScan ScanAuthorizations(std::string_view record_json) {
       scan.dispensed_prescriptions.insert(Str(o, "prescription"));
     } else if (type == "entered_in_error") {
       scan.withdrawn.insert(Str(o, "target"));
+    } else if (type == "prescription_cancel") {
+      scan.cancels.emplace_back(Str(o, "id"), Str(o, "prescription"));
     }
   }
   return scan;
@@ -103,6 +105,9 @@ AuthorizationScan ScanAuthorizations(const Record& record) {
         break;
       case EventType::kEnteredInError:
         scan.withdrawn.insert(e.ref);
+        break;
+      case EventType::kPrescriptionCancel:
+        scan.cancels.emplace_back(e.id, e.ref);
         break;
       default:
         break;
@@ -135,9 +140,40 @@ const StreamAuthorization* AuthorizationScan::OpenFor(std::string_view prescript
 int AuthorizationScan::ReversalsFor(std::string_view prescription) const {
   int n = 0;
   for (const StreamAuthorization& a : authorizations) {
-    if (a.prescription_id == prescription && reversed.contains(a.id)) ++n;
+    if (a.prescription_id == prescription &&
+        (reversed.contains(a.id) || withdrawn.contains(a.event_id))) {
+      ++n;
+    }
   }
   return n;
+}
+
+bool AuthorizationScan::PrescriptionVoid(std::string_view prescription) const {
+  if (withdrawn.contains(prescription)) return true;
+  for (const auto& [event_id, named] : cancels) {
+    if (named == prescription && (event_id.empty() || !withdrawn.contains(event_id))) return true;
+  }
+  return false;
+}
+
+bool PregnancyHalt(const Record& record, Instant now) {
+  std::vector<std::string_view> withdrawn;
+  for (const Event& e : record.events) {
+    if (e.type == EventType::kEnteredInError && e.at <= now) withdrawn.push_back(e.ref);
+  }
+  const Event* latest = nullptr;
+  for (const Event& e : record.events) {
+    if (e.type != EventType::kPregnancyTest || e.result == TestResult::kInvalid) continue;
+    if (!e.id.empty() && std::find(withdrawn.begin(), withdrawn.end(), e.id) != withdrawn.end()) {
+      continue;
+    }
+    if (e.at > now) {
+      if (e.result == TestResult::kPositive) return true;
+      continue;
+    }
+    if (latest == nullptr || e.at >= latest->at) latest = &e;
+  }
+  return latest != nullptr && latest->result == TestResult::kPositive;
 }
 
 // "entries[0].birth_date" -> "birth_date" (index 0 maps to `first`), "entries[3].kg" ->
@@ -174,23 +210,37 @@ using detail::Str;
 
 namespace {
 
-// The latest pregnancy test at or before `now`, not withdrawn by a correction: positive?
-bool LatestPregnancyTestPositive(const Record& record, Instant now) {
-  std::vector<std::string_view> withdrawn;
-  for (const Event& e : record.events) {
-    if (e.type == EventType::kEnteredInError && e.at <= now) withdrawn.push_back(e.ref);
+// The type of the event `id` in a record's JSON, or "" when the record has none.
+std::string EventTypeIn(const json::object& record, std::string_view id) {
+  const json::value* events = record.if_contains("events");
+  if (events == nullptr || !events->is_array()) return {};
+  for (const json::value& e : events->get_array()) {
+    if (e.is_object() && Str(e.get_object(), "id") == id) return Str(e.get_object(), "type");
   }
-  const Event* latest = nullptr;
-  for (const Event& e : record.events) {
-    if (e.type != EventType::kPregnancyTest || e.at > now || e.result == TestResult::kInvalid) {
-      continue;
-    }
-    if (!e.id.empty() && std::find(withdrawn.begin(), withdrawn.end(), e.id) != withdrawn.end()) {
-      continue;
-    }
-    if (latest == nullptr || e.at >= latest->at) latest = &e;
+  return {};
+}
+
+// What an entered_in_error may withdraw: not the pharmacy's records (an authorization is
+// reversed, never withdrawn) nor another correction. A prescription is withdrawn only by
+// whoever may cancel it.
+Status CheckCorrectionTarget(const Principal& who, std::string_view target_type,
+                             const std::string& field) {
+  if (target_type == "authorization" || target_type == "authorization_reversal" ||
+      target_type == "dispense" || target_type == "entered_in_error") {
+    return Error::BadInput("a " + std::string(target_type) +
+                               " event is not corrected this way (reverse an authorization "
+                               "instead)",
+                           field);
   }
-  return latest != nullptr && latest->result == TestResult::kPositive;
+  if (target_type == "prescription") {
+    if (auto st = Require(who, Capability::kPrescribe); !st.ok()) {
+      Error e = st.error();
+      e.message = "a prescription is withdrawn only by whoever may cancel it: " + e.message;
+      e.field = field;
+      return e;
+    }
+  }
+  return {};
 }
 
 }  // namespace
@@ -374,6 +424,11 @@ Result<store::AppendResult> Service::Enroll(const Principal& who, EnrollRequest 
                                             std::string* patient_id_out) {
   if (auto st = Require(who, Capability::kEnrollPatient); !st.ok()) return st.error();
   if (request.patient_id.empty()) request.patient_id = RandomId("p-", 16);
+  for (unsigned char ch : request.patient_id) {
+    if (ch < 0x20 || ch == 0x7F) {
+      return Error::BadInput("must not contain control characters", "patient_id");
+    }
+  }
   auto care = CareOf(request.patient_id);
   if (!care.ok()) return care.error();
   if (care->has_value() && (*care)->clinic_id != who.account.org_id) {
@@ -403,6 +458,15 @@ Result<store::AppendResult> Service::Enroll(const Principal& who, EnrollRequest 
   // Checked before the care link is made, so that bad input leaves nothing behind.
   if (auto checked = store::CheckAppend(append, options_.parse); !checked.ok()) {
     return detail::RenameEntryField(checked.error(), "", 0);
+  }
+  if (!care->has_value()) {
+    // A stream with no clinic (imported, not linked yet) is not taken over by enrolling its id:
+    // the link below would give its record to whoever asked.
+    auto versions = events_.ReadVersions({request.patient_id});
+    if (!versions.ok()) return versions.error();
+    if (!versions->empty() && versions->front().version > 0) {
+      return Error::Conflict("the patient id is taken", "patient_id");
+    }
   }
   // The link first: a crash after it leaves a link to no stream (ignored everywhere, and
   // completed by a retry), never a stream no one may see.
@@ -474,6 +538,7 @@ Result<AppendOutcome> Service::AppendEvents(const Principal& who,
   }
   // The capability each event needs, from its type, before anything is read.
   std::vector<Capability> needed;
+  std::vector<std::pair<size_t, std::string>> corrections;  // event index, target id
   bool self_harm = false;
   std::vector<std::string> urgent;
   for (size_t i = 0; i < request.events.size(); ++i) {
@@ -488,6 +553,7 @@ Result<AppendOutcome> Service::AppendEvents(const Principal& who,
       return e;
     }
     needed.push_back(*capability);
+    if (type == "entered_in_error") corrections.emplace_back(i, Str(*object, "target"));
     if (type == "phq9") {
       const json::value* items = object->if_contains("items");
       const size_t item = static_cast<size_t>(rulebook_.knowledge.mood.self_harm_item);
@@ -510,6 +576,22 @@ Result<AppendOutcome> Service::AppendEvents(const Principal& who,
   }
   for (Capability c : needed) {
     if (auto st = RequireAccess(who, c, request.patient_id); !st.ok()) return st.error();
+  }
+  if (!corrections.empty()) {
+    // What each correction withdraws, from the stored record (a target not in it, or made in
+    // this same append, withdraws nothing the policy guards).
+    auto state = events_.ReadState(request.patient_id);
+    if (!state.ok()) return state.error();
+    if (state->version > 0 && !state->erased) {
+      auto record = ParseObject(state->record_json, "record");
+      if (!record.ok()) return Error::Internal("the stored record does not parse");
+      for (const auto& [index, target] : corrections) {
+        const std::string field = "events[" + std::to_string(index) + "].target";
+        if (auto st = CheckCorrectionTarget(who, EventTypeIn(*record, target), field); !st.ok()) {
+          return st.error();
+        }
+      }
+    }
   }
   store::AppendRequest append;
   append.patient_id = request.patient_id;
@@ -566,24 +648,11 @@ Result<AppendOutcome> Service::Correct(const Principal& who, const std::string& 
   if (state->erased) return Error::BadInput("the patient's record was erased", "patient_id");
   auto record = ParseObject(state->record_json, "record");
   if (!record.ok()) return Error::Internal("the stored record does not parse");
-  const json::value* events = record->if_contains("events");
-  std::string target_type;
-  if (events != nullptr && events->is_array()) {
-    for (const json::value& e : events->get_array()) {
-      if (e.is_object() && Str(e.get_object(), "id") == target_event_id) {
-        target_type = Str(e.get_object(), "type");
-      }
-    }
-  }
+  const std::string target_type = EventTypeIn(*record, target_event_id);
   if (target_type.empty()) {
     return Error::NotFound("the patient has no event with this id", "event_id");
   }
-  if (target_type == "authorization" || target_type == "authorization_reversal" ||
-      target_type == "dispense" || target_type == "entered_in_error") {
-    return Error::BadInput(
-        "a " + target_type + " event is not corrected this way (reverse an authorization instead)",
-        "event_id");
-  }
+  if (auto st = CheckCorrectionTarget(who, target_type, "event_id"); !st.ok()) return st.error();
   json::object correction;
   correction["type"] = "entered_in_error";
   correction["at"] = FormatUtc(Now());
@@ -636,6 +705,18 @@ Result<AuthorizationAnswer> Service::Authorize(const Principal& who,
         }
         continue;
       }
+      if (scan.PrescriptionVoid(request.prescription_id) || detail::PregnancyHalt(*record, now)) {
+        // Cancelled, or halted, and the background reversal has not come yet: it comes now,
+        // and the decision is made afresh (a denial).
+        const char* why = scan.PrescriptionVoid(request.prescription_id)
+                              ? "the prescription was cancelled"
+                              : "halted: a positive pregnancy test";
+        if (auto st = ReverseInStream(request.patient_id, open->id, why, nullptr);
+            !st.ok() && st.error().kind != ErrorKind::kConflict) {
+          return st.error();
+        }
+        continue;
+      }
       if (open->pharmacy_id != pharmacy->id) {
         // An authorization recorded without a pharmacy (an imported history) is still another
         // pharmacy's: it holds the prescription until it is reversed or ends.
@@ -664,7 +745,7 @@ Result<AuthorizationAnswer> Service::Authorize(const Principal& who,
     }
     if (evaluation->program != nullptr) answer.program_id = evaluation->program->id;
     const Authorization& decision = evaluation->authorization;
-    if (decision.authorized && LatestPregnancyTestPositive(*record, now)) {
+    if (decision.authorized && detail::PregnancyHalt(*record, now)) {
       // The service's halt: whatever the category says, no authorization while the latest
       // pregnancy test is positive (a positive test in a patient recorded as unable to get
       // pregnant means the category is wrong, not that the test does not matter).

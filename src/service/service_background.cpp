@@ -92,6 +92,7 @@ std::string IcsText(std::string_view s) {
       out += "\\n";
       continue;
     }
+    if (c == '\r') continue;  // a line ends only where the calendar ends it
     out.push_back(c);
   }
   return out;
@@ -226,7 +227,8 @@ Status Service::ReactToEntry(const store::StoredEntry& entry, ProjectionBatch& b
   if (entry.erased || entry.json.empty()) return {};
   const std::string& type = entry.type;
   if (type != "authorization" && type != "authorization_reversal" && type != "dispense" &&
-      type != "pregnancy_test" && type != "phq9" && type != "adverse_event") {
+      type != "pregnancy_test" && type != "phq9" && type != "adverse_event" &&
+      type != "prescription_cancel") {
     return {};
   }
   auto parsed = ParseObject(entry.json, "entry");
@@ -276,6 +278,17 @@ Status Service::ReactToEntry(const store::StoredEntry& entry, ProjectionBatch& b
     r.closed_by = entry.actor.id;
     if (type == "dispense") r.lot_id = Str(o, "lot");
     batch.Put(std::move(r));
+    return {};
+  }
+  if (type == "prescription_cancel") {
+    // A cancelled prescription is never dispensed: its open authorization is reversed.
+    auto open = ProjectedOpenAuthorizations(patient, batch);
+    if (!open.ok()) return open.error();
+    for (const AuthorizationRecord& a : *open) {
+      if (a.prescription_id != Str(o, "prescription")) continue;
+      auto st = ReverseInStream(patient, a.id, "the prescription was cancelled", nullptr);
+      if (!st.ok() && st.error().kind != ErrorKind::kConflict) return st;
+    }
     return {};
   }
   if (type == "pregnancy_test") {

@@ -181,8 +181,23 @@ Result<DispenseAnswer> Service::Dispense(const Principal& who, const DispenseReq
           "the authorization expired at " + FormatUtc(a->dispense_by) + "; ask for a new one",
           "authorization_id");
     }
+    if (scan.withdrawn.contains(a->event_id)) {
+      return Error::Conflict("the authorization was entered in error; ask for a new one",
+                             "authorization_id");
+    }
+    if (scan.PrescriptionVoid(a->prescription_id)) {
+      return Error::Conflict(
+          "the prescription " + a->prescription_id + " was cancelled: it is not to be dispensed",
+          "authorization_id");
+    }
     auto record = ParseRecord(state->record_json, options_.parse);
     if (!record.ok()) return Error::Internal("the stored record does not parse");
+    // Checked here, not left to the background reversal, which may not have run yet.
+    if (detail::PregnancyHalt(*record, now)) {
+      return Error::Conflict(
+          "the latest pregnancy test is positive: every authorization for the patient is halted",
+          "authorization_id");
+    }
     const Event* rx = FindPrescription(*record, a->prescription_id);
     if (rx == nullptr) return Error::Internal("the authorized prescription is not in the record");
     if (lot->product != ToString(rx->product)) {

@@ -348,6 +348,141 @@ TEST_P(ApiTest, PositivePregnancyTestHaltsNotifiesAndFilesAReport) {
   EXPECT_EQ(again.str("decision"), "denied");
 }
 
+// The dispense checks the halt itself: the background reversal may not have run yet (its
+// thread may be busy), and a positive test dated ahead of the service's clock halts too.
+TEST_P(ApiTest, ADispenseIsRefusedOnAPositiveTestBeforeTheBackgroundReversal) {
+  AddLot("ph-a", "L-h", "shelf-h");
+  for (const std::string collected : {"2026-09-14T13:30:00Z", "2026-09-20T09:00:00Z"}) {
+    const std::string patient = "p-h" + collected.substr(8, 2);
+    EnrollReady(patient);
+    auto auth = Post("/v1/authorizations", "ph-a",
+                     R"({"patient_id":")" + patient + R"(","prescription_id":"rx-1"})");
+    ASSERT_EQ(auth.status, 201) << auth.raw.body;
+    ASSERT_TRUE(w().service().Project().ok());  // the read model has the authorization
+    auto positive = Post("/v1/patients/" + patient + "/events", "dr-a",
+                         R"({"type":"pregnancy_test","collected_at":")" + collected +
+                             R"(","result":"positive","setting":"lab","specimen":"serum"})");
+    ASSERT_EQ(positive.status, 201) << positive.raw.body;
+    // No projection since the test: the authorization is still open in the read model.
+    auto projected = w().service_store().GetAuthorization(auth.str("authorization_id"));
+    ASSERT_TRUE(projected.ok() && projected->has_value());
+    ASSERT_EQ((*projected)->status, service::AuthorizationStatus::kOpen);
+    const int64_t version = Version(patient);
+    auto dispense = Post("/v1/dispenses", "ph-a",
+                         R"({"authorization_id":")" + auth.str("authorization_id") +
+                             R"(","lot_id":"L-h","medication_guide_given":true})");
+    EXPECT_EQ(dispense.status, 409) << collected << ": " << dispense.raw.body;
+    EXPECT_NE(dispense.raw.body.find("pregnancy test is positive"), std::string::npos)
+        << dispense.raw.body;
+    EXPECT_EQ(Version(patient), version) << "nothing was recorded";
+    // Asked again, the open authorization is reversed and the answer is a denial.
+    auto again = Post("/v1/authorizations", "ph-a",
+                      R"({"patient_id":")" + patient + R"(","prescription_id":"rx-1"})");
+    EXPECT_EQ(again.str("decision"), "denied") << collected << ": " << again.raw.body;
+    const auto types = TypesOf(patient);
+    EXPECT_EQ(Count(types, "authorization_reversal"), 1u) << collected;
+    EXPECT_EQ(Count(types, "dispense"), 0u) << collected;
+  }
+}
+
+TEST_P(ApiTest, ACancelledPrescriptionIsNotDispensedThroughItsAuthorization) {
+  EnrollReady("p-cx");
+  AddLot("ph-a", "L-cx", "shelf-cx");
+  auto auth =
+      Post("/v1/authorizations", "ph-a", R"({"patient_id":"p-cx","prescription_id":"rx-1"})");
+  ASSERT_EQ(auth.status, 201) << auth.raw.body;
+  ASSERT_TRUE(w().service().Project().ok());
+  auto cancel = Post("/v1/patients/p-cx/prescriptions/rx-1/cancel", "dr-a", "");
+  ASSERT_LT(cancel.status, 300) << cancel.raw.body;
+  const std::string dispense_body = R"({"authorization_id":")" + auth.str("authorization_id") +
+                                    R"(","lot_id":"L-cx","medication_guide_given":true})";
+  auto dispense = Post("/v1/dispenses", "ph-a", dispense_body);
+  EXPECT_EQ(dispense.status, 409) << dispense.raw.body;
+  EXPECT_NE(dispense.raw.body.find("was cancelled"), std::string::npos) << dispense.raw.body;
+  // The background pass reverses the cancelled prescription's authorization.
+  ASSERT_TRUE(w().service().Project().ok());
+  ASSERT_TRUE(w().service().Project().ok());  // the reversal it appended
+  auto a = w().service_store().GetAuthorization(auth.str("authorization_id"));
+  ASSERT_TRUE(a.ok() && a->has_value());
+  EXPECT_EQ((*a)->status, service::AuthorizationStatus::kReversed);
+  auto again =
+      Post("/v1/authorizations", "ph-a", R"({"patient_id":"p-cx","prescription_id":"rx-1"})");
+  EXPECT_NE(again.str("decision"), "authorized") << again.raw.body;
+  EXPECT_EQ(Post("/v1/dispenses", "ph-a", dispense_body).status, 409);
+  EXPECT_EQ(Count(TypesOf("p-cx"), "dispense"), 0u);
+}
+
+// entered_in_error is one policy whichever route records it: the pharmacy's records are
+// reversed, never withdrawn, and a prescription is withdrawn only by whoever may cancel it.
+TEST_P(ApiTest, CorrectionsFollowOnePolicyOnEitherRoute) {
+  EnrollReady("p-ee");
+  auto auth =
+      Post("/v1/authorizations", "ph-a", R"({"patient_id":"p-ee","prescription_id":"rx-1"})");
+  ASSERT_EQ(auth.status, 201) << auth.raw.body;
+  std::string authorization_event;
+  auto stream = w().events().ReadStream("p-ee");
+  ASSERT_TRUE(stream.ok());
+  for (const auto& e : stream->entries) {
+    if (e.type == "authorization") authorization_event = e.event_id;
+  }
+  ASSERT_FALSE(authorization_event.empty());
+  const int64_t version = Version("p-ee");
+  auto raw = Post("/v1/patients/p-ee/events", "dr-a",
+                  R"({"type":"entered_in_error","target":")" + authorization_event + R"("})");
+  EXPECT_EQ(raw.status, 400) << raw.raw.body;
+  EXPECT_NE(raw.raw.body.find("events[0].target"), std::string::npos) << raw.raw.body;
+  EXPECT_EQ(
+      Post("/v1/patients/p-ee/events/" + authorization_event + "/correction", "dr-a", "").status,
+      400);
+  // Clinic staff may not cancel a prescription, so may not withdraw it either way.
+  EXPECT_EQ(Post("/v1/patients/p-ee/events/rx-1/correction", "staff-a", "").status, 403);
+  EXPECT_EQ(
+      Post("/v1/patients/p-ee/events", "staff-a", R"({"type":"entered_in_error","target":"rx-1"})")
+          .status,
+      403);
+  EXPECT_EQ(Version("p-ee"), version) << "nothing was recorded";
+  // The authorization still stands, and the prescriber may still withdraw a weight.
+  auto again =
+      Post("/v1/authorizations", "ph-a", R"({"patient_id":"p-ee","prescription_id":"rx-1"})");
+  EXPECT_EQ(again.str("authorization_id"), auth.str("authorization_id")) << again.raw.body;
+}
+
+TEST_P(ApiTest, EnrollingTheIdOfAnUnlinkedImportedPatientGivesNoAccess) {
+  store::AppendRequest imported;
+  imported.patient_id = "p-imp";
+  imported.expected_version = 0;
+  imported.actor = store::Actor{"import", "system", "test"};
+  imported.entries = {
+      R"({"type":"patient","id":"p-imp","birth_date":"1990-01-01","jurisdiction":"US","category":"cannot_get_pregnant"})"};
+  ASSERT_TRUE(w().events().Append(imported).ok());
+  auto enroll = Post(
+      "/v1/patients", "dr-b",
+      R"({"patient_id":"p-imp","birth_date":"1990-01-01","jurisdiction":"US","category":"cannot_get_pregnant"})");
+  EXPECT_EQ(enroll.status, 409) << enroll.raw.body;
+  EXPECT_EQ(Get("/v1/patients/p-imp", "dr-b").status, 403);
+  auto care = w().service_store().GetCareLink("p-imp");
+  ASSERT_TRUE(care.ok());
+  EXPECT_FALSE(care->has_value()) << "no care link was made";
+}
+
+TEST_P(ApiTest, IdsCannotCarryHeadersAndLocationsAreEncoded) {
+  auto bad = Post("/v1/patients", "dr-a",
+                  "{\"patient_id\":\"p-x\\r\\nSet-Cookie: a=b\",\"birth_date\":\"1995-03-02\","
+                  "\"jurisdiction\":\"US\",\"category\":\"cannot_get_pregnant\"}");
+  EXPECT_EQ(bad.status, 400) << bad.raw.body;
+  EXPECT_EQ(bad.str("field"), "patient_id") << bad.raw.body;
+  EXPECT_EQ(bad.raw.header("set-cookie"), nullptr);
+  EnrollReady("p-loc");
+  auto rx = Post("/v1/patients/p-loc/prescriptions", "dr-a",
+                 "{\"id\":\"rx 2/\\r\\nX-Injected: 1\",\"product\":\"generic\",\"doses_mg\":[40],"
+                 "\"days_supply\":30,\"refills\":0,\"at\":\"2026-09-14T12:25:00Z\"}");
+  ASSERT_EQ(rx.status, 201) << rx.raw.body;
+  EXPECT_EQ(rx.raw.header("x-injected"), nullptr);
+  ASSERT_NE(rx.raw.header("location"), nullptr);
+  EXPECT_EQ(*rx.raw.header("location"),
+            "/v1/patients/p-loc/prescriptions/rx%202%2F%0D%0AX-Injected%3A%201/evaluation");
+}
+
 TEST_P(ApiTest, SelfHarmAnswerShowsCrisisResourcesOfThePatientsCountry) {
   auto r = Post(
       "/v1/patients", "dr-a",
