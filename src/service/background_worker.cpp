@@ -6,6 +6,7 @@ BackgroundWorker::BackgroundWorker(Service& service, Options options,
                                    std::function<void(const std::string&)> on_error)
     : service_(service), options_(options), on_error_(std::move(on_error)) {
   thread_ = std::thread([this] { Run(); });
+  deliveries_ = std::thread([this] { RunDeliveries(); });
 }
 
 BackgroundWorker::~BackgroundWorker() { Stop(); }
@@ -14,8 +15,9 @@ void BackgroundWorker::Kick() {
   {
     std::lock_guard lock(mu_);
     kicked_ = true;
+    deliveries_kicked_ = true;
   }
-  wake_.notify_one();
+  wake_.notify_all();
 }
 
 void BackgroundWorker::Stop() {
@@ -23,8 +25,9 @@ void BackgroundWorker::Stop() {
     std::lock_guard lock(mu_);
     stopping_ = true;
   }
-  wake_.notify_one();
+  wake_.notify_all();
   if (thread_.joinable()) thread_.join();
+  if (deliveries_.joinable()) deliveries_.join();
 }
 
 void BackgroundWorker::Run() {
@@ -43,12 +46,25 @@ void BackgroundWorker::Run() {
     } else if (auto projected = service_.Project(); !projected.ok() && on_error_) {
       on_error_("projection: " + projected.error().ToString());
     }
+    lock.lock();
+    // A pass may have queued notifications: the delivery thread looks at once.
+    deliveries_kicked_ = true;
+    wake_.notify_all();
+    wake_.wait_for(lock, options_.poll_interval, [&] { return stopping_ || kicked_; });
+    kicked_ = false;
+  }
+}
+
+void BackgroundWorker::RunDeliveries() {
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    lock.unlock();
     if (auto delivered = service_.DeliverWebhooks(); !delivered.ok() && on_error_) {
       on_error_("webhooks: " + delivered.error().ToString());
     }
     lock.lock();
-    wake_.wait_for(lock, options_.poll_interval, [&] { return stopping_ || kicked_; });
-    kicked_ = false;
+    wake_.wait_for(lock, options_.poll_interval, [&] { return stopping_ || deliveries_kicked_; });
+    deliveries_kicked_ = false;
   }
 }
 

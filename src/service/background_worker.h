@@ -1,7 +1,9 @@
-// The service's background thread: projects the log into the read models as soon as the
+// The service's background threads. One projects the log into the read models as soon as the
 // service appends (and every poll interval, for appends made by other processes), and sweeps
-// (expired authorizations, reminders) every sweep interval. Failures are reported through
-// `on_error` and retried at the next pass; they never stop the thread.
+// (expired authorizations, reminders) every sweep interval. The other delivers webhooks, so
+// that a slow or silent receiver (each delivery may wait seconds) never delays the projector's
+// safety reactions and notifications. Failures are reported through `on_error` and retried at
+// the next pass; they never stop a thread.
 //
 // Thread-safe: Kick may be called from any thread.
 #pragma once
@@ -34,6 +36,7 @@ class BackgroundWorker {
 
  private:
   void Run();
+  void RunDeliveries();
 
   Service& service_;
   Options options_;
@@ -41,8 +44,10 @@ class BackgroundWorker {
   std::mutex mu_;
   std::condition_variable wake_;
   bool kicked_ = false;
+  bool deliveries_kicked_ = false;
   bool stopping_ = false;
   std::thread thread_;
+  std::thread deliveries_;
 };
 
 }  // namespace isoguard::service

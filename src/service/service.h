@@ -142,6 +142,8 @@ struct WorklistFilter {
 };
 
 inline constexpr size_t kMaxWorklistFilterText = 128;  // bytes
+// Webhooks one organisation may subscribe (each is a delivery per notification).
+inline constexpr size_t kMaxWebhooksPerOrg = 16;
 
 struct Worklist {
   std::vector<WorklistItem> items;

@@ -493,6 +493,13 @@ Result<Webhook> Service::AddWebhook(const Principal& who, const std::string& url
   if (secret.size() < 16 || secret.size() > 256) {
     return Error::BadInput("must be 16 to 256 characters", "secret");
   }
+  auto existing = store_.ListWebhooks(who.account.org_id);
+  if (!existing.ok()) return existing.error();
+  if (existing->size() >= kMaxWebhooksPerOrg) {
+    return Error::Conflict(
+        "an organisation subscribes at most " + std::to_string(kMaxWebhooksPerOrg) + " webhooks",
+        "url");
+  }
   Webhook w;
   w.org_id = who.account.org_id;
   w.url = url;

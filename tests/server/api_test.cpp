@@ -5,6 +5,7 @@
 #include <sodium.h>
 
 #include <cctype>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -15,6 +16,7 @@
 
 #include "api_test_support.h"
 #include "server/webhook_sender.h"
+#include "service/background_worker.h"
 
 namespace isoguard::server::testing {
 namespace {
@@ -1159,6 +1161,79 @@ TEST_P(ApiTest, WebhooksDeliverSignedNotificationsAndRetry) {
   auto third = w().service().DeliverWebhooks();
   ASSERT_TRUE(third.ok());
   EXPECT_EQ(*third, 0);  // delivered once
+}
+
+TEST_P(ApiTest, AnOrganisationSubscribesAtMostSixteenWebhooks) {
+  const std::string body = R"({"url":"http://127.0.0.1:9/hook"})";
+  for (size_t i = 0; i < service::kMaxWebhooksPerOrg; ++i) {
+    ASSERT_EQ(Post("/v1/webhooks", "dr-b", body).status, 201) << i;
+  }
+  auto refused = Post("/v1/webhooks", "dr-b", body);
+  EXPECT_EQ(refused.status, 409) << refused.raw.body;
+  EXPECT_EQ(refused.str("field"), "url");
+  EXPECT_EQ(Get("/v1/webhooks", "dr-b").obj().at("items").as_array().size(),
+            service::kMaxWebhooksPerOrg);
+  EXPECT_EQ(Post("/v1/webhooks", "dr-a", body).status, 201);  // another organisation's count
+}
+
+// A receiver that never answers holds the delivery thread only: the projector's safety
+// reactions go on meanwhile.
+TEST_P(ApiTest, ASilentWebhookReceiverDoesNotHoldBackTheSafetyReactions) {
+  ASSERT_EQ(Post("/v1/webhooks", "dr-a", R"({"url":"http://127.0.0.1:9/hook"})").status, 201);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool posting = false;
+  bool release = false;
+  w().service().SetWebhookPoster([&](const std::string&, const std::string&,
+                                     const std::vector<std::pair<std::string, std::string>>&) {
+    std::unique_lock lock(mu);
+    posting = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return release; });
+    return Status(Error::Unavailable("the receiver did not answer"));
+  });
+  EnrollReady("p-sw");
+  auto auth =
+      Post("/v1/authorizations", "ph-a", R"({"patient_id":"p-sw","prescription_id":"rx-1"})");
+  ASSERT_EQ(auth.status, 201) << auth.raw.body;
+  // A notification to deliver: a PHQ-9 answer of self-harm.
+  ASSERT_EQ(Post("/v1/patients/p-sw/events", "dr-a",
+                 R"({"type":"phq9","at":"2026-09-14T13:00:00Z","items":[0,0,0,0,0,0,0,0,1]})")
+                .status,
+            201);
+  service::BackgroundWorker::Options options;
+  options.poll_interval = std::chrono::milliseconds(20);
+  options.sweep_interval = std::chrono::hours(1);
+  service::BackgroundWorker worker(w().service(), options, [](const std::string&) {});
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(30), [&] { return posting; }))
+        << "the delivery never started";
+  }
+  // The delivery thread is held. A positive test now must still reverse the authorization.
+  ASSERT_EQ(
+      Post(
+          "/v1/patients/p-sw/events", "dr-a",
+          R"({"type":"pregnancy_test","collected_at":"2026-09-14T13:30:00Z","result":"positive","setting":"lab","specimen":"serum"})")
+          .status,
+      201);
+  worker.Kick();
+  bool reversed = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!reversed && std::chrono::steady_clock::now() < deadline) {
+    auto a = w().service_store().GetAuthorization(auth.str("authorization_id"));
+    ASSERT_TRUE(a.ok() && a->has_value());
+    reversed = (*a)->status == service::AuthorizationStatus::kReversed;
+    if (!reversed) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  {
+    std::lock_guard lock(mu);
+    EXPECT_FALSE(release) << "the delivery was still held";
+    release = true;
+  }
+  cv.notify_all();
+  worker.Stop();
+  EXPECT_TRUE(reversed) << "the projector waited for the webhook";
 }
 
 TEST_P(ApiTest, EveryRouteIsInTheOpenApiDocument) {
