@@ -71,10 +71,12 @@ class DueLister {
     if (p_.tests.scheme != TestScheme::kScreeningConfirmationWindow) return;
 
     // The earliest screening test, and whether a confirmation test qualifies now (its own
-    // screening long enough before it and its window still open).
+    // screening long enough before it, its window still open, and, under the lockout, not
+    // collected too soon after an earlier qualifying test whose window passed unused).
     std::optional<LocalDate> screening;
     bool confirmed = false;
     std::optional<LocalDate> missed_confirmation;
+    std::vector<LocalDate> qualifying;  // earlier qualifying confirmation tests
     const int32_t gap = p_.tests.confirmation_min_days_after_screening;
     for (int c = pool; c < n; ++c) {
       if (IsNegativeTest(c, p_.tests.screening_settings) && !screening) screening = t_.date_at(c);
@@ -85,7 +87,19 @@ class DueLister {
             IsNegativeTest(s, p_.tests.screening_settings) && t_.date_at(c) - t_.date_at(s) >= gap;
       }
       if (!has_screening) continue;
-      if (t_.today - t_.date_at(c) < p_.tests.window_days) {
+      const LocalDate c_date = t_.date_at(c);
+      bool locked_out = false;
+      if (p_.tests.lockout) {
+        for (LocalDate m : qualifying) {
+          if (c_date - m >= p_.tests.window_days && c_date - m < p_.tests.lockout_min_days) {
+            locked_out = true;
+            if (!missed_confirmation || *missed_confirmation < m) missed_confirmation = m;
+          }
+        }
+      }
+      qualifying.push_back(c_date);
+      if (locked_out) continue;
+      if (t_.today - c_date < p_.tests.window_days) {
         confirmed = true;
       } else if (p_.tests.lockout) {
         missed_confirmation = t_.date_at(c);

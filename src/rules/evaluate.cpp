@@ -50,8 +50,10 @@ const Program* SelectProgram(const Rulebook& rulebook, Jurisdiction jurisdiction
   return chosen != nullptr ? chosen : earliest;
 }
 
-// Ids withdrawn by entered_in_error events at or before T. A correction that is itself
-// withdrawn by another correction withdraws nothing (one level: a correction of a correction).
+// Ids withdrawn by entered_in_error events at or before T. A correction withdrawn by a
+// correction in force is treated as never recorded, so its own target stands again: a chain
+// c3 -> c2 -> c1 -> w leaves c1 in force and w withdrawn. Corrections that withdraw one another
+// in a cycle, where neither reading is grounded, withdraw nothing.
 std::vector<std::string_view> WithdrawnIds(const Record& record, Instant at) {
   std::vector<const Event*> corrections;
   for (const Event& e : record.events) {
@@ -60,13 +62,50 @@ std::vector<std::string_view> WithdrawnIds(const Record& record, Instant at) {
   }
   std::vector<std::string_view> withdrawn;
   if (corrections.empty()) return withdrawn;
-  std::vector<std::string_view> targets;
-  targets.reserve(corrections.size());
-  for (const Event* c : corrections) targets.push_back(c->ref);
-  std::sort(targets.begin(), targets.end());
-  for (const Event* c : corrections) {
-    bool undone = !c->id.empty() && std::binary_search(targets.begin(), targets.end(), c->id);
-    if (!undone) withdrawn.push_back(c->ref);
+  // Each correction names one event; `target[j]` is the correction j names, if it names one.
+  const size_t n = corrections.size();
+  constexpr size_t kNoCorrection = static_cast<size_t>(-1);
+  std::vector<std::pair<std::string_view, size_t>> by_id;
+  by_id.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (!corrections[i]->id.empty()) by_id.emplace_back(corrections[i]->id, i);
+  }
+  std::sort(by_id.begin(), by_id.end());
+  std::vector<size_t> target(n, kNoCorrection);
+  std::vector<size_t> targeters(n, 0);  // corrections naming it, not yet known withdrawn
+  for (size_t j = 0; j < n; ++j) {
+    auto it = std::lower_bound(by_id.begin(), by_id.end(),
+                               std::pair<std::string_view, size_t>(corrections[j]->ref, 0));
+    if (it != by_id.end() && it->first == corrections[j]->ref) {
+      target[j] = it->second;
+      ++targeters[it->second];
+    }
+  }
+  // 1: in force, -1: withdrawn, 0: not settled. A correction is in force once every correction
+  // naming it is withdrawn, and withdrawn once one in force names it: settled from the
+  // corrections no other names, in one pass over the chains.
+  std::vector<int> state(n, 0);
+  std::vector<size_t> settled;
+  for (size_t i = 0; i < n; ++i) {
+    if (targeters[i] == 0) {
+      state[i] = 1;
+      settled.push_back(i);
+    }
+  }
+  while (!settled.empty()) {
+    const size_t i = settled.back();
+    settled.pop_back();
+    const size_t t = target[i];
+    if (t == kNoCorrection || state[t] != 0) continue;
+    state[t] = -1;
+    const size_t u = target[t];
+    if (u != kNoCorrection && state[u] == 0 && --targeters[u] == 0) {
+      state[u] = 1;
+      settled.push_back(u);
+    }
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (state[i] == 1) withdrawn.push_back(corrections[i]->ref);
   }
   std::sort(withdrawn.begin(), withdrawn.end());
   return withdrawn;
@@ -124,9 +163,10 @@ void BuildTimeline(const Rulebook& rulebook, const Record& record, const Program
       }
       case EventType::kDispense: {
         // A dispense whose prescription was withdrawn — entered in error, or cancelled before
-        // the dispense — is ignored; a prescription cancelled later keeps its dispenses.
+        // the dispense — is ignored; a prescription cancelled later keeps its dispenses. A
+        // dispense timed before its own prescription (clocks apart) still counts.
         auto* p = const_cast<Timeline::PrescriptionInfo*>(t.FindPrescription(e.ref));
-        if (p == nullptr || p->pos > i || p->cancelled) break;
+        if (p == nullptr || p->cancelled) break;
         p->dispensed = true;
         t.dispenses.push_back(i);
         break;
