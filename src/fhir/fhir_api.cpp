@@ -206,6 +206,8 @@ class FhirApi {
             "Authorization");
       }
       if (!who.ok()) {
+        // The refused attempt names the patient it asked for, as the native API's do.
+        call.audit_patient = PatientNamed(request, params);
         // The CDS routes answer problem details, as their handlers do; FHIR routes an
         // OperationOutcome.
         HttpResponse response =
@@ -255,6 +257,21 @@ class FhirApi {
   }
 
  public:
+  // The patient a request names before anything is read: Patient/{id}, or a search's
+  // `patient`, `subject` or `_id` ("" when it names none).
+  static std::string PatientNamed(const HttpRequest& request, const PathParams& params) {
+    const std::string* type = server::FindParam(params, "resource_type");
+    const std::string* id = server::FindParam(params, "id");
+    if (type != nullptr && id != nullptr && *type == "Patient") return *id;
+    for (const auto& [name, value] : request.query) {
+      if (name == "patient" || name == "subject" ||
+          (name == "_id" && type != nullptr && *type == "Patient")) {
+        return value.starts_with("Patient/") ? value.substr(8) : value;
+      }
+    }
+    return {};
+  }
+
   void Audit(const Call& call, const std::string& action, int status, std::string detail) {
     if (!call.cds_client.empty()) detail = "CDS client " + call.cds_client + ": " + detail;
     env_.audit.Record(server::RequestAuditRecord(env_.service.Now(), call.request,
@@ -919,12 +936,17 @@ HttpResponse FhirApi::CdsService(Call& c) {
   if (!patient.ok()) return fail(patient.error());
   c.audit_patient = *patient;
   std::optional<std::string> record;
+  std::string without_record;
   auto view = env_.service.ReadPatient(c.principal(), *patient, std::nullopt);
   if (view.ok() && !view->erased) {
     record = std::move(view->record_json);
   } else if (!view.ok() && view.error().kind != ErrorKind::kForbidden &&
              view.error().kind != ErrorKind::kNotFound) {
     return fail(view.error());
+  } else if (!view.ok()) {
+    // The cards come without the record; the refused read is audited as such.
+    Audit(c, "CDS patient record read", server::StatusFor(view.error()), view.error().message);
+    without_record = " without the patient's record (" + view.error().message + ")";
   }
   std::string page = options_.patient_page;
   if (size_t at = page.find("{patient_id}"); at != std::string::npos) {
@@ -937,7 +959,8 @@ HttpResponse FhirApi::CdsService(Call& c) {
   }
   auto answer = cds_->Answer(id, body->get_object(), record, env_.service.Now(), page);
   if (!answer.ok()) return fail(answer.error());
-  c.audit_detail = std::to_string(answer->at("cards").as_array().size()) + " card(s)";
+  c.audit_detail =
+      std::to_string(answer->at("cards").as_array().size()) + " card(s)" + without_record;
   return CdsJson(200, *answer);
 }
 

@@ -429,11 +429,6 @@ Result<store::AppendResult> Service::Enroll(const Principal& who, EnrollRequest 
       return Error::BadInput("must not contain control characters", "patient_id");
     }
   }
-  auto care = CareOf(request.patient_id);
-  if (!care.ok()) return care.error();
-  if (care->has_value() && (*care)->clinic_id != who.account.org_id) {
-    return Error::Conflict("the patient id is taken", "patient_id");
-  }
   const Instant now = Now();
   json::object patient;
   patient["type"] = "patient";
@@ -455,9 +450,15 @@ Result<store::AppendResult> Service::Enroll(const Principal& who, EnrollRequest 
   if (!request.idempotency_key.empty()) {
     append.idempotency_key = who.account.id + ":" + request.idempotency_key;
   }
-  // Checked before the care link is made, so that bad input leaves nothing behind.
+  // Checked before the care link is made, so that bad input leaves nothing behind, and before
+  // the id is looked up, so that a bad request says nothing of whether the id is taken.
   if (auto checked = store::CheckAppend(append, options_.parse); !checked.ok()) {
     return detail::RenameEntryField(checked.error(), "", 0);
+  }
+  auto care = CareOf(request.patient_id);
+  if (!care.ok()) return care.error();
+  if (care->has_value() && (*care)->clinic_id != who.account.org_id) {
+    return Error::Conflict("the patient id is taken", "patient_id");
   }
   if (!care->has_value()) {
     // A stream with no clinic (imported, not linked yet) is not taken over by enrolling its id:

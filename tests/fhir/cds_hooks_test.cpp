@@ -395,6 +395,28 @@ TEST_P(CdsHooksTest, FeedbackIsRecordedInTheAuditLog) {
   EXPECT_TRUE(found);
 }
 
+// A CDS call about a patient the caller may not see answers cards without the record, and the
+// refused read is in the audit as refused.
+TEST_P(CdsHooksTest, ARefusedRecordReadIsAuditedAsRefused) {
+  Enroll("p-r", "cannot_get_pregnant");
+  auto r = Cds("POST", "/cds-services/isoguard-order-sign", "dr-b",
+               Request("order-sign", "p-r", Draft("p-r", {40}), Prefetch("p-r", 62, "")));
+  ASSERT_EQ(r.status, 200) << r.raw.body;
+  w().audit().Flush();
+  auto audit = Get("/v1/audit?patient_id=p-r&limit=1000", "admin");
+  ASSERT_EQ(audit.status, 200) << audit.raw.body;
+  bool refused_read = false, call_says_so = false;
+  for (const json::value& item : audit.obj().at("items").as_array()) {
+    if (item.at("actor_id") != "dr-b") continue;
+    refused_read = refused_read || (item.at("action") == "CDS patient record read" &&
+                                    item.at("outcome") == "refused");
+    const std::string detail(item.at("detail").as_string());
+    call_says_so = call_says_so || detail.find("without the patient's record") != std::string::npos;
+  }
+  EXPECT_TRUE(refused_read) << audit.raw.body;
+  EXPECT_TRUE(call_says_so) << audit.raw.body;
+}
+
 TEST(CdsHooksSummary, CutsAtFewerThan140CharactersOnCharacterBoundaries) {
   EXPECT_EQ(fhir::CdsHooks::Summary("short"), "short");
   const std::string exact(139, 'a');

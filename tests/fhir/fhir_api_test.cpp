@@ -493,6 +493,17 @@ TEST_P(FhirTest, AccessFollowsCareAndIsAudited) {
   EXPECT_TRUE(actions.contains("GET /fhir/{resource_type} refused"));
   EXPECT_TRUE(actions.contains("POST /fhir/{resource_type} refused"));
   EXPECT_TRUE(actions.contains("GET /fhir/{resource_type}/{id} error"));
+  // Refused before any token: the attempt still names the patient it asked for.
+  EXPECT_TRUE(actions.contains("GET /fhir/{resource_type}/{id} refused"));  // Patient/p-1
+  EXPECT_EQ(Fhir("GET", "/fhir/Observation?patient=Patient/p-1", "").status, 401);
+  w().audit().Flush();
+  audit = Get("/v1/audit?patient_id=p-1&limit=1000", "admin");
+  size_t anonymous_searches = 0;
+  for (const json::value& item : audit.obj().at("items").as_array()) {
+    anonymous_searches += item.at("action") == "GET /fhir/{resource_type}" &&
+                          item.at("outcome") == "refused" && item.at("actor_id") == "";
+  }
+  EXPECT_EQ(anonymous_searches, 1u) << audit.raw.body;
 }
 
 TEST_P(FhirTest, DispensesAreMedicationDispensesAndCompleteTheRequest) {

@@ -457,6 +457,15 @@ TEST_P(ApiTest, EnrollingTheIdOfAnUnlinkedImportedPatientGivesNoAccess) {
   imported.entries = {
       R"({"type":"patient","id":"p-imp","birth_date":"1990-01-01","jurisdiction":"US","category":"cannot_get_pregnant"})"};
   ASSERT_TRUE(w().events().Append(imported).ok());
+  // A bad request says nothing of whether an id is taken: the same 400 for a taken and a free id.
+  EnrollReady("p-taken");
+  for (const std::string id : {"p-taken", "p-imp", "p-free"}) {
+    auto bad = Post(
+        "/v1/patients", "dr-b",
+        R"({"patient_id":")" + id +
+            R"(","birth_date":"1990-13-01","jurisdiction":"US","category":"cannot_get_pregnant"})");
+    EXPECT_EQ(bad.status, 400) << id << ": " << bad.raw.body;
+  }
   auto enroll = Post(
       "/v1/patients", "dr-b",
       R"({"patient_id":"p-imp","birth_date":"1990-01-01","jurisdiction":"US","category":"cannot_get_pregnant"})");
