@@ -1270,6 +1270,39 @@ TEST_P(ApiTest, EveryRouteIsInTheOpenApiDocument) {
   for (const std::string& d : documented) EXPECT_TRUE(routed.contains(d)) << d << " is not routed";
 }
 
+// A repeated request with the same Idempotency-Key answers a status the document lists.
+TEST_P(ApiTest, ReplaysAnswerStatusesTheDocumentLists) {
+  std::ifstream in(std::string(ISOGUARD_SOURCE_DIR) + "/api/openapi.json");
+  std::stringstream text;
+  text << in.rdbuf();
+  const json::value doc = json::parse(text.str());
+  auto documented = [&](const std::string& path, int status) {
+    const json::object& responses = doc.at("paths").at(path).at("post").at("responses").as_object();
+    return responses.contains(std::to_string(status));
+  };
+  EnrollReady("p-rp");
+  struct Case {
+    std::string path, target, body;
+  };
+  const std::vector<Case> cases = {
+      {"/v1/patients/{patient_id}/prescriptions", "/v1/patients/p-rp/prescriptions",
+       R"({"id":"rx-2","product":"generic","doses_mg":[40],"days_supply":30,"refills":0,"at":"2026-09-14T12:30:00Z"})"},
+      {"/v1/patients/{patient_id}/prescriptions/{prescription_id}/cancel",
+       "/v1/patients/p-rp/prescriptions/rx-2/cancel", ""},
+      {"/v1/patients/{patient_id}/events/{event_id}/correction",
+       "/v1/patients/p-rp/events/p-rp-3/correction", ""},
+  };
+  for (const Case& c : cases) {
+    const std::string key = "replay-" + std::to_string(&c - cases.data());
+    auto first = Post(c.target, "dr-a", c.body, {{"Idempotency-Key", key}});
+    ASSERT_EQ(first.status, 201) << c.target << ": " << first.raw.body;
+    auto again = Post(c.target, "dr-a", c.body, {{"Idempotency-Key", key}});
+    EXPECT_LT(again.status, 300) << c.target << ": " << again.raw.body;
+    EXPECT_TRUE(documented(c.path, first.status)) << c.path;
+    EXPECT_TRUE(documented(c.path, again.status)) << c.path << " answers " << again.status;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Sqlite, ApiTest, ::testing::Values(ApiBackend{"Sqlite", false}),
                          [](const auto& param_info) { return param_info.param.name; });
 INSTANTIATE_TEST_SUITE_P(Postgres, ApiTest, ::testing::Values(ApiBackend{"Postgres", true}),
