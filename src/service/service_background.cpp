@@ -228,7 +228,7 @@ Status Service::ReactToEntry(const store::StoredEntry& entry, ProjectionBatch& b
   const std::string& type = entry.type;
   if (type != "authorization" && type != "authorization_reversal" && type != "dispense" &&
       type != "pregnancy_test" && type != "phq9" && type != "adverse_event" &&
-      type != "prescription_cancel") {
+      type != "prescription_cancel" && type != "entered_in_error") {
     return {};
   }
   auto parsed = ParseObject(entry.json, "entry");
@@ -280,13 +280,20 @@ Status Service::ReactToEntry(const store::StoredEntry& entry, ProjectionBatch& b
     batch.Put(std::move(r));
     return {};
   }
-  if (type == "prescription_cancel") {
-    // A cancelled prescription is never dispensed: its open authorization is reversed.
+  if (type == "prescription_cancel" || type == "entered_in_error") {
+    // A cancelled prescription, or one entered in error, is never dispensed: its open
+    // authorization is reversed. (A correction naming anything else names no prescription of
+    // an open authorization, and does nothing here.)
+    const bool cancel = type == "prescription_cancel";
+    const std::string prescription = Str(o, cancel ? "prescription" : "target");
     auto open = ProjectedOpenAuthorizations(patient, batch);
     if (!open.ok()) return open.error();
     for (const AuthorizationRecord& a : *open) {
-      if (a.prescription_id != Str(o, "prescription")) continue;
-      auto st = ReverseInStream(patient, a.id, "the prescription was cancelled", nullptr);
+      if (a.prescription_id != prescription) continue;
+      auto st = ReverseInStream(
+          patient, a.id,
+          cancel ? "the prescription was cancelled" : "the prescription was entered in error",
+          nullptr);
       if (!st.ok() && st.error().kind != ErrorKind::kConflict) return st;
     }
     return {};

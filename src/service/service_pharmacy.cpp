@@ -186,9 +186,9 @@ Result<DispenseAnswer> Service::Dispense(const Principal& who, const DispenseReq
                              "authorization_id");
     }
     if (scan.PrescriptionVoid(a->prescription_id)) {
-      return Error::Conflict(
-          "the prescription " + a->prescription_id + " was cancelled: it is not to be dispensed",
-          "authorization_id");
+      return Error::Conflict("the prescription " + a->prescription_id +
+                                 " was cancelled or entered in error: it is not to be dispensed",
+                             "authorization_id");
     }
     auto record = ParseRecord(state->record_json, options_.parse);
     if (!record.ok()) return Error::Internal("the stored record does not parse");

@@ -388,30 +388,36 @@ TEST_P(ApiTest, ADispenseIsRefusedOnAPositiveTestBeforeTheBackgroundReversal) {
 }
 
 TEST_P(ApiTest, ACancelledPrescriptionIsNotDispensedThroughItsAuthorization) {
-  EnrollReady("p-cx");
   AddLot("ph-a", "L-cx", "shelf-cx");
-  auto auth =
-      Post("/v1/authorizations", "ph-a", R"({"patient_id":"p-cx","prescription_id":"rx-1"})");
-  ASSERT_EQ(auth.status, 201) << auth.raw.body;
-  ASSERT_TRUE(w().service().Project().ok());
-  auto cancel = Post("/v1/patients/p-cx/prescriptions/rx-1/cancel", "dr-a", "");
-  ASSERT_LT(cancel.status, 300) << cancel.raw.body;
-  const std::string dispense_body = R"({"authorization_id":")" + auth.str("authorization_id") +
-                                    R"(","lot_id":"L-cx","medication_guide_given":true})";
-  auto dispense = Post("/v1/dispenses", "ph-a", dispense_body);
-  EXPECT_EQ(dispense.status, 409) << dispense.raw.body;
-  EXPECT_NE(dispense.raw.body.find("was cancelled"), std::string::npos) << dispense.raw.body;
-  // The background pass reverses the cancelled prescription's authorization.
-  ASSERT_TRUE(w().service().Project().ok());
-  ASSERT_TRUE(w().service().Project().ok());  // the reversal it appended
-  auto a = w().service_store().GetAuthorization(auth.str("authorization_id"));
-  ASSERT_TRUE(a.ok() && a->has_value());
-  EXPECT_EQ((*a)->status, service::AuthorizationStatus::kReversed);
-  auto again =
-      Post("/v1/authorizations", "ph-a", R"({"patient_id":"p-cx","prescription_id":"rx-1"})");
-  EXPECT_NE(again.str("decision"), "authorized") << again.raw.body;
-  EXPECT_EQ(Post("/v1/dispenses", "ph-a", dispense_body).status, 409);
-  EXPECT_EQ(Count(TypesOf("p-cx"), "dispense"), 0u);
+  // Cancelled, or withdrawn as entered in error: either way it is not to be dispensed.
+  for (const std::string way : {"cancel", "correction"}) {
+    const std::string patient = "p-cx-" + way;
+    EnrollReady(patient);
+    auto auth = Post("/v1/authorizations", "ph-a",
+                     R"({"patient_id":")" + patient + R"(","prescription_id":"rx-1"})");
+    ASSERT_EQ(auth.status, 201) << auth.raw.body;
+    ASSERT_TRUE(w().service().Project().ok());
+    auto voided = Post(way == "cancel" ? "/v1/patients/" + patient + "/prescriptions/rx-1/cancel"
+                                       : "/v1/patients/" + patient + "/events/rx-1/correction",
+                       "dr-a", "");
+    ASSERT_LT(voided.status, 300) << way << ": " << voided.raw.body;
+    const std::string dispense_body = R"({"authorization_id":")" + auth.str("authorization_id") +
+                                      R"(","lot_id":"L-cx","medication_guide_given":true})";
+    auto dispense = Post("/v1/dispenses", "ph-a", dispense_body);
+    EXPECT_EQ(dispense.status, 409) << way << ": " << dispense.raw.body;
+    EXPECT_NE(dispense.raw.body.find("was cancelled"), std::string::npos) << dispense.raw.body;
+    // The background pass reverses the authorization.
+    ASSERT_TRUE(w().service().Project().ok());
+    ASSERT_TRUE(w().service().Project().ok());  // the reversal it appended
+    auto a = w().service_store().GetAuthorization(auth.str("authorization_id"));
+    ASSERT_TRUE(a.ok() && a->has_value());
+    EXPECT_EQ((*a)->status, service::AuthorizationStatus::kReversed) << way;
+    auto again = Post("/v1/authorizations", "ph-a",
+                      R"({"patient_id":")" + patient + R"(","prescription_id":"rx-1"})");
+    EXPECT_NE(again.str("decision"), "authorized") << way << ": " << again.raw.body;
+    EXPECT_EQ(Post("/v1/dispenses", "ph-a", dispense_body).status, 409) << way;
+    EXPECT_EQ(Count(TypesOf(patient), "dispense"), 0u) << way;
+  }
 }
 
 // entered_in_error is one policy whichever route records it: the pharmacy's records are
